@@ -1,0 +1,66 @@
+"""The shared vocabulary of noisetune: search spaces, study specs and task definitions.
+
+Plain data with no torch import: the service validates studies with it and the workers
+rebuild studies from it.
+"""
+
+from search_spaces._builtin import BUILTIN_SPACES, builtin_space_names, resolve_search_space
+from search_spaces._optuna_builders import build_pruner, build_sampler
+from search_spaces._params import (
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    SearchSpace,
+    SearchSpaceError,
+    parse_search_space,
+)
+from search_spaces._study_spec import (
+    NOISE_PARAMS,
+    PrunerSpec,
+    SamplerSpec,
+    StudySpec,
+    TrialSetup,
+    derived_seed,
+    resolve_trial,
+)
+from search_spaces._tasks import (
+    DEEP_MLP,
+    QUADRATIC,
+    DeepMLPConfig,
+    QuadraticConfig,
+    TaskConfig,
+    TaskConfigError,
+    TaskDefinition,
+    get_task_definition,
+    task_definitions,
+)
+
+__all__ = [
+    "BUILTIN_SPACES",
+    "DEEP_MLP",
+    "NOISE_PARAMS",
+    "QUADRATIC",
+    "CategoricalParam",
+    "DeepMLPConfig",
+    "FloatParam",
+    "IntParam",
+    "PrunerSpec",
+    "QuadraticConfig",
+    "SamplerSpec",
+    "SearchSpace",
+    "SearchSpaceError",
+    "StudySpec",
+    "TaskConfig",
+    "TaskConfigError",
+    "TaskDefinition",
+    "TrialSetup",
+    "build_pruner",
+    "build_sampler",
+    "builtin_space_names",
+    "derived_seed",
+    "get_task_definition",
+    "parse_search_space",
+    "resolve_search_space",
+    "resolve_trial",
+    "task_definitions",
+]

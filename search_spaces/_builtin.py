@@ -1,0 +1,45 @@
+"""Named search spaces that ship with noisetune."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search_spaces._params import SearchSpace, SearchSpaceError, parse_search_space
+
+PAPER_ETAS = [0.01, 0.3, 1.0]
+
+BUILTIN_SPACES: dict[str, dict[str, Any]] = {
+    # The paper's grid: eta from {0.01, 0.3, 1.0}, gamma fixed at 0.55.
+    "paper": {"eta": {"type": "categorical", "choices": PAPER_ETAS}, "gamma": 0.55},
+    # The same etas with gamma searched too.
+    "paper-gamma": {
+        "eta": {"type": "categorical", "choices": PAPER_ETAS},
+        "gamma": {"type": "float", "low": 0.3, "high": 1.0},
+    },
+    # eta = 0 is the no-noise control the paper compares against.
+    "paper-baseline": {
+        "eta": {"type": "categorical", "choices": [0.0, *PAPER_ETAS]},
+        "gamma": 0.55,
+    },
+    "wide": {
+        "eta": {"type": "float", "low": 1e-3, "high": 3.0, "log": True},
+        "gamma": {"type": "float", "low": 0.0, "high": 1.0},
+        "lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True},
+    },
+}
+
+
+def builtin_space_names() -> list[str]:
+    return list(BUILTIN_SPACES)
+
+
+def resolve_search_space(name_or_space: str | dict[str, Any] | SearchSpace) -> SearchSpace:
+    """A built-in name or an inline space, parsed."""
+    if isinstance(name_or_space, str):
+        if name_or_space not in BUILTIN_SPACES:
+            raise SearchSpaceError(
+                f"unknown built-in search space {name_or_space!r}; "
+                f"built-in spaces are {', '.join(BUILTIN_SPACES)}"
+            )
+        return parse_search_space(BUILTIN_SPACES[name_or_space])
+    return parse_search_space(name_or_space)

@@ -1,0 +1,159 @@
+"""The search-space schema: parameter name -> fixed value or a distribution spec.
+
+A space is plain data (JSON or YAML). Each entry is either a bare value, which fixes the
+parameter, or one of::
+
+    {"type": "float", "low": .., "high": .., "log": false, "step": null}
+    {"type": "int", "low": .., "high": .., "log": false, "step": 1}
+    {"type": "categorical", "choices": [..]}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import optuna.distributions as od
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+# Bounds that keep one study's space small enough to store, sample and draw.
+MAX_PARAMETERS = 64
+MAX_CHOICES = 256
+
+Scalar = bool | int | float | str | None
+
+
+class _Param(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"low and high must be finite, got low={self.low}, high={self.high}")
+        if self.low > self.high:
+            raise ValueError(f"low must be <= high, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got low={self.low}")
+        if self.step is not None and (self.step <= 0 or self.log):
+            raise ValueError(f"step must be > 0 and cannot be combined with log, got {self.step}")
+        return self
+
+    def to_optuna(self) -> od.BaseDistribution:
+        return od.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low must be <= high, got low={self.low}, high={self.high}")
+        if self.step < 1:
+            raise ValueError(f"step must be >= 1, got {self.step}")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("a log-scale int range needs low >= 1 and step 1")
+        return self
+
+    def to_optuna(self) -> od.BaseDistribution:
+        return od.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1, max_length=MAX_CHOICES)
+
+    def to_optuna(self) -> od.BaseDistribution:
+        return od.CategoricalDistribution(self.choices)
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+_PARAM = TypeAdapter(ParamSpec)
+
+
+class SearchSpaceError(ValueError):
+    """A search space that is not valid; the message names the parameter and the problem."""
+
+
+class SearchSpace(BaseModel):
+    """A parsed space: sampled parameters and fixed ones, both keyed by parameter name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sampled: dict[str, FloatParam | IntParam | CategoricalParam] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.sampled, *self.fixed]
+
+    def distributions(self) -> dict[str, od.BaseDistribution]:
+        """The Optuna distributions of the sampled parameters."""
+        return {name: p.to_optuna() for name, p in self.sampled.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """The space back in the schema's own form (what a user would write)."""
+        out: dict[str, Any] = {n: p.model_dump(exclude_none=True) for n, p in self.sampled.items()}
+        out.update(self.fixed)
+        return out
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        # Drop the discriminator tag ("float", "int", ...) that pydantic puts in the location.
+        loc = ".".join(str(x) for x in e["loc"][1:] if e["loc"]) if len(e["loc"]) > 1 else ""
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_search_space(raw: Any) -> SearchSpace:
+    """Parse a mapping in the schema above; raise `SearchSpaceError` naming what is wrong."""
+    if isinstance(raw, SearchSpace):
+        return raw
+    if not isinstance(raw, dict):
+        raise SearchSpaceError(
+            f"a search space must be a mapping of parameter name to value or spec, "
+            f"got {type(raw).__name__}"
+        )
+    if len(raw) > MAX_PARAMETERS:
+        raise SearchSpaceError(f"at most {MAX_PARAMETERS} parameters, got {len(raw)}")
+    sampled: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SearchSpaceError(f"parameter name {name!r} must be an identifier")
+        if isinstance(value, dict):
+            kind = value.get("type")
+            if kind not in ("float", "int", "categorical"):
+                raise SearchSpaceError(
+                    f"parameter {name!r}: type must be one of 'float', 'int', 'categorical', "
+                    f"got {kind!r}"
+                )
+            try:
+                sampled[name] = _PARAM.validate_python(value)
+            except ValidationError as exc:
+                raise SearchSpaceError(f"parameter {name!r}: {_describe(exc)}") from None
+        elif isinstance(value, list):
+            raise SearchSpaceError(
+                f"parameter {name!r}: a list is ambiguous; write "
+                f'{{"type": "categorical", "choices": {value!r}}} to search over it'
+            )
+        elif value is None or isinstance(value, bool | int | float | str):
+            fixed[name] = value
+        else:
+            raise SearchSpaceError(f"parameter {name!r}: unsupported value {value!r}")
+    return SearchSpace(sampled=sampled, fixed=fixed)

@@ -1,0 +1,167 @@
+"""The study spec: everything a worker needs to rebuild a study's sampler, pruner and task.
+
+The whole spec is stored with the study, because Optuna does not persist samplers or
+pruners; any worker that joins rebuilds them from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from search_spaces._builtin import resolve_search_space
+from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError
+from search_spaces._tasks import Direction, TaskDefinition, get_task_definition
+
+NOISE_PARAMS = {"eta": 0.0, "gamma": 0.55}
+NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+MAX_TRIALS = 100_000
+MAX_REPEATS = 100
+
+SamplerType = Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"]
+PrunerType = Literal["none", "median", "hyperband", "successive_halving"]
+
+
+class SamplerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: SamplerType = "tpe"
+    seed: int | None = None
+    # Extra keyword arguments for the Optuna sampler (e.g. n_startup_trials).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrunerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: PrunerType = "median"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudySpec(BaseModel):
+    """A study submission. `metric` and `direction` default to the task's primary metric."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="letters, digits, _ . -; at most 64")
+    task: str
+    task_config: dict[str, Any] = Field(default_factory=dict)
+    search_space: str | dict[str, Any] = "paper"
+    n_trials: int = Field(20, ge=1, le=MAX_TRIALS)
+    direction: Direction | None = None
+    metric: str | None = None
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    repeats: int = Field(1, ge=1, le=MAX_REPEATS)
+    max_retries: int = Field(2, ge=0, le=100)
+    priority: int = 0
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        get_task_definition(task)  # raises TaskConfigError naming the registered tasks
+        return task
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        definition = get_task_definition(self.task)
+        if self.metric is None:
+            object.__setattr__(self, "metric", definition.primary_metric)
+        if self.metric not in definition.metrics:
+            raise ValueError(
+                f"metric {self.metric!r} is not reported by task {self.task!r}; "
+                f"it reports {', '.join(definition.metrics)}"
+            )
+        if self.direction is None:
+            object.__setattr__(self, "direction", definition.metrics[str(self.metric)])
+        space = resolve_search_space(self.search_space)
+        _check_space_against_task(space, definition, self.task_config)
+        if self.sampler.type == "grid":
+            grid_of(space)  # raises when a parameter cannot be put on a grid
+        # The sampler and pruner options are checked by building them once.
+        from search_spaces._optuna_builders import build_pruner, build_sampler
+
+        build_sampler(self, trial_number=0)
+        build_pruner(self)
+        return self
+
+    @property
+    def definition(self) -> TaskDefinition:
+        return get_task_definition(self.task)
+
+    @property
+    def space(self) -> SearchSpace:
+        return resolve_search_space(self.search_space)
+
+
+def _check_space_against_task(
+    space: SearchSpace, definition: TaskDefinition, task_config: dict[str, Any]
+) -> None:
+    allowed = [*NOISE_PARAMS, *definition.config_keys]
+    for name in space.names:
+        if name not in allowed:
+            raise SearchSpaceError(
+                f"search space parameter {name!r} is neither a noise parameter nor a config key "
+                f"of task {definition.name!r}; allowed: {', '.join(allowed)}"
+            )
+    # Every value the space can produce must make a valid config: check the extremes.
+    probes: list[dict[str, Any]] = [dict(space.fixed)]
+    for name, p in space.sampled.items():
+        values = p.choices if isinstance(p, CategoricalParam) else [p.low, p.high]
+        probes.extend({name: v} for v in values)
+    for probe in probes:
+        for noise, default in NOISE_PARAMS.items():
+            value = probe.get(noise, default)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise SearchSpaceError(f"{noise} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise SearchSpaceError(f"{noise} must be finite and >= 0, got {value!r}")
+        config = {**task_config, **{k: v for k, v in probe.items() if k not in NOISE_PARAMS}}
+        definition.validate_config(config)
+
+
+def grid_of(space: SearchSpace) -> dict[str, list[Any]]:
+    """The grid a grid sampler walks: categorical choices and stepped int/float ranges."""
+    grid: dict[str, list[Any]] = {}
+    for name, p in space.sampled.items():
+        if isinstance(p, CategoricalParam):
+            grid[name] = list(p.choices)
+        elif p.step is not None and not p.log:
+            n = int(round((p.high - p.low) / p.step)) + 1
+            if n > 10_000:
+                raise SearchSpaceError(f"parameter {name!r}: grid of {n} points is too large")
+            grid[name] = [p.low + i * p.step for i in range(n)]
+        else:
+            raise SearchSpaceError(
+                f"parameter {name!r}: the grid sampler needs categorical choices or a stepped "
+                "range (step set, log false)"
+            )
+    return grid
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What one trial trains: the noise schedule and the task config, all resolved."""
+
+    eta: float
+    gamma: float
+    config: dict[str, Any]
+
+
+def resolve_trial(spec: StudySpec, params: dict[str, Any]) -> TrialSetup:
+    """Task defaults <- task_config <- fixed space values <- sampled params."""
+    merged = {**NOISE_PARAMS, **spec.task_config, **spec.space.fixed, **params}
+    eta = float(merged.pop("eta"))
+    gamma = float(merged.pop("gamma"))
+    config = spec.definition.validate_config(merged).model_dump()
+    return TrialSetup(eta=eta, gamma=gamma, config=config)
+
+
+def derived_seed(seed: int, *salt: object) -> int:
+    """A stable 32-bit seed from a base seed and a salt (independent of PYTHONHASHSEED)."""
+    digest = hashlib.blake2b(repr((seed, *salt)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")

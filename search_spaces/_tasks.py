@@ -1,0 +1,155 @@
+"""Task definitions: what a trial trains, described as plain data.
+
+A definition names the task, validates its config, and says which metrics it reports and in
+which direction each is better. It never imports training code: `trainer` is the
+"module:function" a worker loads to train it. Third-party tasks register a definition
+through the entry-point group ``noisetune.tasks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENTRY_POINT_GROUP = "noisetune.tasks"
+MAX_EPOCHS = 10_000
+
+Direction = Literal["minimize", "maximize"]
+
+
+class TaskConfigError(ValueError):
+    """A task config that does not validate; the message names the keys at fault."""
+
+
+class TaskConfig(BaseModel):
+    """Base of every task's config: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeepMLPConfig(TaskConfig):
+    """The paper's deep fully-connected network (defaults: 20 x 50 ReLU, simple init, SGD)."""
+
+    dataset: Literal["digits", "mnist"] = "digits"
+    data_dir: str | None = None
+    depth: int = Field(20, ge=1, le=200)
+    width: int = Field(50, ge=1, le=4096)
+    activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
+    init: Literal["simple", "good"] = "simple"
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    lr: float = Field(0.03, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    batch_size: int = Field(128, ge=1, le=65536)
+    epochs: int = Field(150, ge=1, le=MAX_EPOCHS)
+    clip: float | None = Field(None, gt=0)
+    val_fraction: float = Field(0.22, gt=0, lt=1)
+    seed: int = 0
+
+
+class QuadraticConfig(TaskConfig):
+    """A cheap stand-in for training: a smooth objective of eta and gamma, no model."""
+
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
+    sleep_s: float = Field(0.0, ge=0, le=60)
+    # Runs with eta at or above this report a NaN loss, like a diverged training run.
+    diverge_eta: float | None = Field(None, gt=0)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    name: str
+    config_model: type[TaskConfig]
+    metrics: dict[str, Direction]
+    primary_metric: str
+    trainer: str
+    description: str = ""
+    # Whether many trials of this task can be trained as one stacked model.
+    stackable: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.primary_metric not in self.metrics:
+            raise ValueError(f"primary metric {self.primary_metric!r} is not in {self.metrics}")
+
+    @property
+    def direction(self) -> Direction:
+        return self.metrics[self.primary_metric]
+
+    @property
+    def config_keys(self) -> list[str]:
+        return list(self.config_model.model_fields)
+
+    def validate_config(self, config: dict[str, Any]) -> TaskConfig:
+        """Validate a config mapping; `TaskConfigError` names every bad or unknown key."""
+        if not isinstance(config, dict):
+            raise TaskConfigError(f"task_config must be a mapping, got {type(config).__name__}")
+        try:
+            return self.config_model.model_validate(config)
+        except ValidationError as exc:
+            problems = []
+            for e in exc.errors():
+                key = ".".join(str(x) for x in e["loc"])
+                if e["type"] == "extra_forbidden":
+                    problems.append(
+                        f"unknown key {key!r} (task {self.name!r} accepts: "
+                        f"{', '.join(self.config_keys)})"
+                    )
+                else:
+                    problems.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+            raise TaskConfigError(f"task {self.name!r}: " + "; ".join(problems)) from None
+
+    def default_config(self) -> dict[str, Any]:
+        return self.config_model().model_dump()
+
+
+DEEP_MLP = TaskDefinition(
+    name="deep_mlp",
+    config_model=DeepMLPConfig,
+    metrics={
+        "val_accuracy": "maximize",
+        "val_loss": "minimize",
+        "train_loss": "minimize",
+        "train_accuracy": "maximize",
+    },
+    primary_metric="val_accuracy",
+    trainer="worker.tasks.deep_mlp:train",
+    description="The paper's deep fully-connected network on digits or MNIST.",
+    stackable=True,
+)
+
+QUADRATIC = TaskDefinition(
+    name="quadratic",
+    config_model=QuadraticConfig,
+    metrics={"loss": "minimize"},
+    primary_metric="loss",
+    trainer="worker.tasks.quadratic:train",
+    description="A cheap objective of eta and gamma for tests and demos; trains nothing.",
+)
+
+_BUILTIN = {t.name: t for t in (DEEP_MLP, QUADRATIC)}
+
+
+def task_definitions() -> dict[str, TaskDefinition]:
+    """Built-in definitions plus those registered under the ``noisetune.tasks`` group."""
+    found = dict(_BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found:
+            continue
+        definition = ep.load()
+        if not isinstance(definition, TaskDefinition):
+            raise TypeError(f"entry point {ep.value!r} must be a TaskDefinition")
+        found[ep.name] = definition
+    return found
+
+
+def get_task_definition(name: str) -> TaskDefinition:
+    definitions = task_definitions()
+    if name not in definitions:
+        raise TaskConfigError(
+            f"unknown task {name!r}; registered tasks are {', '.join(sorted(definitions))}"
+        )
+    return definitions[name]

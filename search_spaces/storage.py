@@ -1,0 +1,248 @@
+"""The database both sides share: Optuna's RDB storage plus noisetune's own tables.
+
+The database is the only contract between the service and the workers. This module owns
+the URL, the engine settings, the schema (created under a lock, so many processes may start
+at once), and the locks that keep trial claims atomic.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+DEFAULT_STORAGE = "sqlite:///noisetune.db"
+STORAGE_ENV = "NOISETUNE_STORAGE"
+
+metadata = sa.MetaData()
+
+studies_table = sa.Table(
+    "noisetune_studies",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("study_id", sa.Integer, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    # running | stopped; "completed" is derived from the trial counts.
+    sa.Column("status", sa.String(16), nullable=False, default="running"),
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column("n_trials", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+workers_table = sa.Table(
+    "noisetune_workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("study_name", sa.String(64)),
+    sa.Column("trial_id", sa.Integer),
+    sa.Column("trial_number", sa.Integer),
+    sa.Column("started_at", sa.Float, nullable=False),
+    # Unix seconds from the worker's clock; machines of one fleet are assumed NTP-synced.
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_interval", sa.Float, nullable=False),
+    # alive | exited | lost
+    sa.Column("state", sa.String(16), nullable=False, default="alive"),
+)
+
+trial_runs_table = sa.Table(
+    "noisetune_trial_runs",
+    metadata,
+    sa.Column("trial_id", sa.Integer, primary_key=True),
+    sa.Column("study_name", sa.String(64), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("worker_id", sa.String(64), index=True),
+    sa.Column("attempt", sa.Integer, nullable=False, default=0),
+    # Whether the trial reached a result of its own and so counts in the study's budget.
+    sa.Column("counted", sa.Boolean, nullable=False, default=False),
+    sa.Column("fail_reason", sa.Text),
+)
+
+tokens_table = sa.Table(
+    "noisetune_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(255)),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+def resolve_url(url: str | None = None) -> str:
+    """`--storage`, else ``NOISETUNE_STORAGE``, else a SQLite file in the working directory."""
+    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        # A long busy timeout lets several local workers queue for SQLite's one writer.
+        return {"connect_args": {"timeout": 60}}
+    # Bounded pool per process: a fleet of N workers holds at most N * 4 connections.
+    return {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 300}
+
+
+def _sqlite_path(engine: Engine) -> str | None:
+    if engine.url.get_backend_name() != "sqlite":
+        return None
+    db = engine.url.database
+    if not db or db == ":memory:":
+        raise ValueError("noisetune needs a SQLite file, not an in-memory database")
+    return os.path.abspath(db)
+
+
+@contextmanager
+def advisory_lock(engine: Engine, key: str) -> Iterator[None]:
+    """A lock across processes: PostgreSQL advisory lock, or a lock file beside SQLite.
+
+    SQLite's own write lock cannot serve here: Optuna writes through another connection
+    while the lock is held, which would deadlock on the one-writer rule.
+    """
+    path = _sqlite_path(engine)
+    if path is not None:
+        with open(path + ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    lock_id = zlib.crc32(key.encode()) - 2**31
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+            conn.commit()
+
+
+@cache
+def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's storage on `url` with noisetune's tables beside it; one per process and URL.
+
+    Schema creation and migration run under a lock, so a fleet that starts at once is safe:
+    late starters wait and then find the schema in place.
+    """
+    url = resolve_url(url)
+    probe = sa.create_engine(url, **engine_kwargs(url))
+    try:
+        with advisory_lock(probe, "noisetune-schema"):
+            if probe.url.get_backend_name() == "sqlite":
+                with probe.connect() as conn:
+                    # WAL lets readers (the dashboard) run beside the writer; it persists.
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+            metadata.create_all(storage.engine)
+    finally:
+        probe.dispose()
+    return storage
+
+
+def engine_of(storage: optuna.storages.RDBStorage) -> Engine:
+    return storage.engine
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    name: str
+    study_id: int
+    spec: dict[str, Any]
+    status: str
+    priority: int
+    n_trials: int
+    created_at: float
+
+
+def _row(r: Any) -> StudyRow:
+    return StudyRow(
+        name=r.name,
+        study_id=r.study_id,
+        spec=json.loads(r.spec),
+        status=r.status,
+        priority=r.priority,
+        n_trials=r.n_trials,
+        created_at=r.created_at,
+    )
+
+
+def get_study_row(engine: Engine, name: str) -> StudyRow | None:
+    with engine.connect() as conn:
+        r = conn.execute(sa.select(studies_table).where(studies_table.c.name == name)).first()
+    return None if r is None else _row(r)
+
+
+def list_study_rows(engine: Engine) -> list[StudyRow]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(studies_table).order_by(studies_table.c.created_at)).all()
+    return [_row(r) for r in rows]
+
+
+def set_study_status(engine: Engine, name: str, status: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(studies_table).where(studies_table.c.name == name).values(status=status)
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a study stands against its budget."""
+
+    counted: int  # trials with a result of their own: complete, pruned, diverged
+    running: int
+    waiting: int
+    by_state: dict[str, int]
+
+    def budget_left(self, n_trials: int) -> int:
+        return n_trials - self.counted - self.running
+
+
+def study_progress(engine: Engine, name: str, study_id: int) -> Progress:
+    """Counts by Optuna state, and the budget count, in two small queries."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :s GROUP BY state"),
+            {"s": study_id},
+        ).all()
+        counted_fails = conn.execute(
+            sa.text(
+                "SELECT COUNT(*) FROM noisetune_trial_runs r JOIN trials t "
+                "ON t.trial_id = r.trial_id WHERE r.study_name = :n AND r.counted "
+                "AND t.state = 'FAIL'"
+            ),
+            {"n": name},
+        ).scalar_one()
+    by_state = {str(state): int(n) for state, n in rows}
+    counted = by_state.get("COMPLETE", 0) + by_state.get("PRUNED", 0) + int(counted_fails)
+    return Progress(
+        counted=counted,
+        running=by_state.get("RUNNING", 0),
+        waiting=by_state.get("WAITING", 0),
+        by_state=by_state,
+    )
+
+
+def study_status(row: StudyRow, progress: Progress) -> str:
+    if progress.counted >= row.n_trials and progress.running == 0:
+        return "completed"
+    return row.status
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,253 @@
+"""Claiming, finishing and recovering trials: the worker's side of the database contract.
+
+Budget rule: a study's `n_trials` counts trials that reached a result of their own
+(complete, pruned, diverged, or failed with no retries left). A trial may start only while
+counted + running < n_trials, checked under a per-study lock, so any number of racing
+workers never overshoot. A trial lost with its worker is marked FAIL, is not counted, and
+its parameters are queued again (up to the study's `max_retries`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from search_spaces import FloatParam, IntParam, StudySpec, build_pruner, build_sampler
+from search_spaces.storage import (
+    StudyRow,
+    advisory_lock,
+    get_study_row,
+    list_study_rows,
+    now,
+    study_progress,
+    trial_runs_table,
+    workers_table,
+)
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class Claim:
+    row: StudyRow
+    spec: StudySpec
+    study: optuna.Study
+    trial: optuna.Trial
+    attempt: int
+    engine: sa.Engine
+
+
+def claim_lock_key(study_name: str) -> str:
+    return f"noisetune-claim:{study_name}"
+
+
+def servable_studies(engine: sa.Engine, only: str | None) -> list[StudyRow]:
+    """Running studies this worker may serve, best candidates first."""
+    ranked = []
+    for row in list_study_rows(engine):
+        if row.status != "running" or (only is not None and row.name != only):
+            continue
+        progress = study_progress(engine, row.name, row.study_id)
+        if progress.budget_left(row.n_trials) > 0:
+            # Higher priority first, then the study with the fewest running trials.
+            ranked.append((-row.priority, progress.running, row.created_at, row))
+    ranked.sort(key=lambda r: r[:3])
+    return [r[3] for r in ranked]
+
+
+def unfinished_studies(engine: sa.Engine, only: str | None) -> list[str]:
+    """Studies that still need work or are waiting on a trial running elsewhere."""
+    names = []
+    for row in list_study_rows(engine):
+        if only is not None and row.name != only:
+            continue
+        progress = study_progress(engine, row.name, row.study_id)
+        if row.status == "running" and progress.counted < row.n_trials:
+            names.append(row.name)
+    return names
+
+
+def claim_trial(
+    storage: optuna.storages.RDBStorage, worker_id: str, host: str, device: str, only: str | None
+) -> Claim | None:
+    """Start one trial of the best servable study, or return None when there is none."""
+    engine = storage.engine
+    for candidate in servable_studies(engine, only):
+        with advisory_lock(engine, claim_lock_key(candidate.name)):
+            row = get_study_row(engine, candidate.name)
+            if row is None or row.status != "running":
+                continue
+            progress = study_progress(engine, row.name, row.study_id)
+            if progress.budget_left(row.n_trials) <= 0:
+                continue
+            spec = StudySpec.model_validate(row.spec)
+            next_number = sum(progress.by_state.values())
+            study = optuna.load_study(
+                study_name=row.name,
+                storage=storage,
+                sampler=build_sampler(spec, trial_number=next_number),
+                pruner=build_pruner(spec),
+            )
+            # ask() moves the trial to RUNNING, so it counts against the budget from here on.
+            trial = study.ask()
+            attempt = int(trial.user_attrs.get("attempt", 0))
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.insert(trial_runs_table).values(
+                        trial_id=trial._trial_id,
+                        study_name=row.name,
+                        number=trial.number,
+                        worker_id=worker_id,
+                        attempt=attempt,
+                        counted=False,
+                    )
+                )
+                conn.execute(
+                    sa.update(workers_table)
+                    .where(workers_table.c.id == worker_id)
+                    .values(
+                        study_name=row.name, trial_id=trial._trial_id, trial_number=trial.number
+                    )
+                )
+        # Sampling happens outside the lock: it is the sampler's cost, not the claim's.
+        suggest_all(trial, spec)
+        for key, value in {"worker": worker_id, "host": host, "device": device}.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("attempt", attempt)
+        return Claim(row=row, spec=spec, study=study, trial=trial, attempt=attempt, engine=engine)
+    return None
+
+
+def suggest_all(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Sample every parameter of the space (or take the queued values of a retried trial)."""
+    for name, p in spec.space.sampled.items():
+        if isinstance(p, FloatParam):
+            trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
+        elif isinstance(p, IntParam):
+            trial.suggest_int(name, p.low, p.high, log=p.log, step=p.step)
+        else:
+            trial.suggest_categorical(name, p.choices)
+    return trial.params
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null so that every backend stores valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _mark_run(engine: sa.Engine, trial_id: int, counted: bool, reason: str | None) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(trial_runs_table)
+            .where(trial_runs_table.c.trial_id == trial_id)
+            .values(counted=counted, fail_reason=reason)
+        )
+
+
+def finish_trial(
+    claim: Claim,
+    state: TrialState,
+    value: float | None,
+    *,
+    metrics: dict[str, Any] | None = None,
+    curve: list[dict[str, Any]] | None = None,
+    wall_time_s: float | None = None,
+    fail_reason: str | None = None,
+    counted: bool = True,
+) -> None:
+    """Record a trial's result: its attributes first, then the state change (tell)."""
+    trial, study = claim.trial, claim.study
+    if metrics is not None:
+        trial.set_user_attr("metrics", json_safe(metrics))
+    if curve is not None:
+        trial.set_user_attr("curve", json_safe(curve))
+    if wall_time_s is not None:
+        trial.set_user_attr("wall_time_s", round(wall_time_s, 3))
+    if fail_reason is not None:
+        trial.set_user_attr("fail_reason", fail_reason)
+    _mark_run(claim.engine, trial._trial_id, counted, fail_reason)
+    if state == TrialState.COMPLETE:
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=state)
+
+
+def requeue(study: optuna.Study, params: dict[str, Any], attempt: int, retry_of: int) -> None:
+    study.enqueue_trial(params, user_attrs={"attempt": attempt, "retry_of": retry_of})
+
+
+def fail_and_maybe_retry(claim: Claim, reason: str, *, retry_counts: bool) -> bool:
+    """FAIL the trial; queue its parameters again while retries are left.
+
+    `retry_counts` is False for an interrupted worker (SIGTERM): that is not the trial's
+    fault, so it does not use up a retry. Returns whether the parameters were queued again.
+    """
+    spec = claim.spec
+    retry = not retry_counts or claim.attempt < spec.max_retries
+    finish_trial(claim, TrialState.FAIL, None, fail_reason=reason, counted=not retry)
+    if retry:
+        next_attempt = claim.attempt + 1 if retry_counts else claim.attempt
+        requeue(claim.study, claim.trial.params, next_attempt, claim.trial.number)
+    return retry
+
+
+def reap_lost_trials(storage: optuna.storages.RDBStorage) -> int:
+    """FAIL the RUNNING trials whose worker missed two of its own heartbeats; queue them again.
+
+    Any worker may run this; the per-study lock and Optuna's refusal to update a finished
+    trial make it safe when several do at once, or when the lost worker comes back.
+    """
+    engine = storage.engine
+    query = sa.text(
+        "SELECT r.trial_id, r.study_name, r.number, r.worker_id, r.attempt, w.heartbeat_at "
+        "FROM noisetune_trial_runs r "
+        "JOIN trials t ON t.trial_id = r.trial_id "
+        "JOIN noisetune_workers w ON w.id = r.worker_id "
+        "WHERE t.state = 'RUNNING' AND "
+        "(w.state != 'alive' OR w.heartbeat_at < :now - 2 * w.heartbeat_interval)"
+    )
+    with engine.connect() as conn:
+        lost = conn.execute(query, {"now": now()}).all()
+    reaped = 0
+    for trial_id, study_name, number, worker_id, attempt, heartbeat_at in lost:
+        with advisory_lock(engine, claim_lock_key(study_name)):
+            row = get_study_row(engine, study_name)
+            if row is None:
+                continue
+            frozen = storage.get_trial(trial_id)
+            if frozen.state != TrialState.RUNNING:
+                continue
+            spec = StudySpec.model_validate(row.spec)
+            reason = f"worker {worker_id} lost: no heartbeat since {heartbeat_at:.0f} (unix time)"
+            retry = attempt < spec.max_retries
+            try:
+                storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # its worker finished it after all
+            _mark_run(engine, trial_id, counted=not retry, reason=reason)
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.update(workers_table)
+                    .where(workers_table.c.id == worker_id, workers_table.c.state == "alive")
+                    .values(state="lost")
+                )
+            if retry:
+                study = optuna.load_study(study_name=study_name, storage=storage)
+                requeue(study, frozen.params, attempt + 1, number)
+            reaped += 1
+            log.warning("trial %s of %s: %s", number, study_name, reason)
+    return reaped

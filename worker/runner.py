@@ -1,0 +1,213 @@
+"""The worker: pull trials from the database, train them with gradient noise, report.
+
+A worker needs one thing to join a fleet: the storage URL. It registers itself, beats a
+heartbeat from a background thread, and loops: recover lost trials, claim one, train it,
+record the result. SIGTERM or Ctrl-C stops it at the end of the current epoch; its trial
+is queued again and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+
+from search_spaces.storage import now, open_storage, resolve_url, workers_table
+from worker.claims import claim_trial, reap_lost_trials, unfinished_studies
+from worker.db_retry import with_db_retry
+from worker.trial_run import run_claimed_trial
+
+log = logging.getLogger("noisetune.worker")
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class Worker:
+    def __init__(
+        self,
+        storage_url: str,
+        device: str,
+        study: str | None,
+        heartbeat_interval: float,
+    ) -> None:
+        self.storage = open_storage(storage_url)
+        self.engine = self.storage.engine
+        self.device = device
+        self.study = study
+        self.heartbeat_interval = heartbeat_interval
+        self.host = socket.gethostname()
+        self.id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.stop = threading.Event()
+        self._beating = threading.Event()
+
+    # -- registration and heartbeat ---------------------------------------------------------
+    def register(self) -> None:
+        t = now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(workers_table).values(
+                    id=self.id,
+                    host=self.host,
+                    pid=os.getpid(),
+                    device=self.device,
+                    started_at=t,
+                    heartbeat_at=t,
+                    heartbeat_interval=self.heartbeat_interval,
+                    state="alive",
+                )
+            )
+
+    def beat(self, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(workers_table)
+                .where(workers_table.c.id == self.id)
+                .values(heartbeat_at=now(), **values)
+            )
+
+    def _heartbeat_loop(self) -> None:
+        while not self._beating.wait(self.heartbeat_interval):
+            try:
+                self.beat()
+            except Exception as exc:  # keep beating through a database restart
+                log.warning("heartbeat failed: %s", exc)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, max_trials: int | None, exit_when_idle: bool) -> int:
+        with_db_retry(self.register, stop=self.stop, what="registering")
+        beater = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beater.start()
+        log.info("worker %s on %s joined %s", self.id, self.device, self.engine.url)
+        done = 0
+        try:
+            while not self.stop.is_set() and (max_trials is None or done < max_trials):
+                with_db_retry(
+                    lambda: reap_lost_trials(self.storage), stop=self.stop, what="reaping"
+                )
+                claim = with_db_retry(
+                    lambda: claim_trial(self.storage, self.id, self.host, self.device, self.study),
+                    stop=self.stop,
+                    what="claiming",
+                )
+                if claim is None:
+                    if exit_when_idle and not with_db_retry(
+                        lambda: unfinished_studies(self.engine, self.study),
+                        stop=self.stop,
+                        what="polling",
+                    ):
+                        log.info("nothing left to serve; exiting")
+                        break
+                    self.stop.wait(min(1.0, self.heartbeat_interval))
+                    continue
+                run_claimed_trial(claim, self.device, self.stop)
+                done += 1
+                self._clear_trial()
+        finally:
+            self._beating.set()
+            try:
+                self.beat(state="exited", study_name=None, trial_id=None, trial_number=None)
+            except Exception as exc:
+                log.warning("could not mark worker exited: %s", exc)
+        return 0
+
+    def _clear_trial(self) -> None:
+        with_db_retry(
+            lambda: self.beat(study_name=None, trial_id=None, trial_number=None),
+            stop=self.stop,
+            what="heartbeat",
+        )
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.warning("signal %s: stopping at the end of the current epoch", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _gpu_ids(gpus: str) -> list[str]:
+    if gpus == "all":
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise SystemExit("--gpus all: no CUDA device is visible")
+        return [str(i) for i in range(count)]
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    if not ids or not all(g.isdigit() for g in ids):
+        raise SystemExit(f"--gpus must be 'all' or a list like 0,1; got {gpus!r}")
+    return ids
+
+
+def _run_per_gpu(gpus: str, args: list[str]) -> int:
+    """One worker process per GPU; SIGTERM is passed on and the parent waits for all."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "worker", "--device", f"cuda:{g}", *args])
+        for g in _gpu_ids(gpus)
+    ]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for p in procs:
+            p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(p.wait() for p in procs)
+
+
+def run_workers(
+    storage: str | None = None,
+    device: str = "auto",
+    gpus: str | None = None,
+    study: str | None = None,
+    max_trials: int | None = None,
+    exit_when_idle: bool = False,
+    heartbeat_interval: float = 10.0,
+    batch: str = "1",
+) -> int:
+    """Entry point of `noisetune worker`; returns the process exit code."""
+    logging.basicConfig(
+        level=os.environ.get("NOISETUNE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if heartbeat_interval <= 0:
+        raise SystemExit(f"--heartbeat-interval must be > 0, got {heartbeat_interval}")
+    if batch != "1":
+        raise SystemExit("--batch: stacked trials are not available yet; use --batch 1")
+    url = resolve_url(storage)
+    if gpus is not None:
+        args = ["--storage", url, "--heartbeat-interval", str(heartbeat_interval)]
+        if study:
+            args += ["--study", study]
+        if max_trials is not None:
+            args += ["--max-trials", str(max_trials)]
+        if exit_when_idle:
+            args.append("--exit-when-idle")
+        return _run_per_gpu(gpus, args)
+    worker = Worker(url, resolve_device(device), study, heartbeat_interval)
+    _install_signal_handlers(worker.stop)
+    started = time.monotonic()
+    code = worker.run(max_trials, exit_when_idle)
+    log.info("worker %s done after %.1fs", worker.id, time.monotonic() - started)
+    return code

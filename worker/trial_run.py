@@ -1,0 +1,168 @@
+"""Train one claimed trial and record what happened to it."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_spaces import resolve_trial
+from worker.claims import Claim, fail_and_maybe_retry, finish_trial
+from worker.db_retry import with_db_retry
+from worker.tasks import load_trainer
+
+log = logging.getLogger("noisetune.worker")
+
+
+class WorkerInterrupted(Exception):
+    """Raised from the report callback when the worker was asked to stop."""
+
+
+def _limit_torch_threads() -> None:
+    # Tiny networks gain nothing from many threads, and local workers share the cores.
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("NOISETUNE_TORCH_THREADS", "1")))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _std(values: list[float]) -> float:
+    m = _mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over repeats of every numeric metric, with its spread as `<metric>_std`."""
+    if len(runs) == 1:
+        return dict(runs[0])
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, bool):
+            out[key] = any(bool(r.get(key)) for r in runs)
+        elif isinstance(value, int | float):
+            values = [float(r[key]) for r in runs]
+            out[key] = _mean(values)
+            out[f"{key}_std"] = _std(values)
+        else:
+            out[key] = value
+    out["repeats"] = len(runs)
+    return out
+
+
+def run_claimed_trial(claim: Claim, device: str, stop: threading.Event) -> None:
+    """Train, then record; a trial already failed by a reaper (we were presumed lost) is left."""
+    try:
+        _train_and_record(claim, device, stop)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log.warning(
+            "trial %s was given up as lost meanwhile; its result is dropped", claim.trial.number
+        )
+
+
+def _record(fn: Any, *args: Any, **kwargs: Any) -> None:
+    with_db_retry(lambda: fn(*args, **kwargs), what="recording a result")
+
+
+def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
+    trial, spec = claim.trial, claim.spec
+    metric = str(spec.metric)
+    started = time.monotonic()
+    curve: list[dict[str, Any]] = []
+    try:
+        setup = resolve_trial(spec, trial.params)
+        trainer = load_trainer(spec.definition)
+        _limit_torch_threads()
+        runs: list[dict[str, Any]] = []
+        for k in range(spec.repeats):
+            config = {**setup.config, "seed": int(setup.config.get("seed", 0)) + k}
+            last_repeat = k == spec.repeats - 1
+            epoch_metrics: list[dict[str, Any]] = []
+
+            def report(
+                epoch: int,
+                metrics: dict[str, float],
+                _m: list[dict[str, Any]] = epoch_metrics,
+                _last: bool = last_repeat,
+            ) -> None:
+                _m.append(dict(metrics))
+                if _last:
+                    # Repeats run one after another; the study sees the mean over repeats,
+                    # so pruning can act during the last one.
+                    per_run = [r["curve"][epoch - 1] for r in runs if len(r["curve"]) >= epoch]
+                    point = _aggregate([*per_run, dict(metrics)])
+                    curve.append({"epoch": epoch, **point})
+                    value = point.get(metric)
+                    if isinstance(value, int | float) and math.isfinite(value):
+                        with_db_retry(lambda: trial.report(float(value), epoch), what="reporting")
+                        if with_db_retry(trial.should_prune, what="reporting"):
+                            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+                if stop.is_set():
+                    raise WorkerInterrupted
+
+            result = trainer(config, eta=setup.eta, gamma=setup.gamma, device=device, report=report)
+            runs.append({**result, "curve": epoch_metrics})
+            if result.get("diverged"):
+                break
+        final = _aggregate([{k: v for k, v in r.items() if k != "curve"} for r in runs])
+    except optuna.TrialPruned:
+        _record(
+            finish_trial,
+            claim,
+            TrialState.PRUNED,
+            None,
+            metrics=curve[-1] if curve else None,
+            curve=curve,
+            wall_time_s=time.monotonic() - started,
+        )
+        log.info("trial %s of %s pruned", trial.number, spec.name)
+        return
+    except WorkerInterrupted:
+        _record(fail_and_maybe_retry, claim, "interrupted: worker stopped", retry_counts=False)
+        log.info("trial %s of %s interrupted and queued again", trial.number, spec.name)
+        return
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "trial %s of %s failed: %s\n%s", trial.number, spec.name, reason, traceback.format_exc()
+        )
+        _record(fail_and_maybe_retry, claim, reason, retry_counts=True)
+        return
+    wall = time.monotonic() - started
+    value = final.get(metric)
+    if final.get("diverged") or not isinstance(value, int | float) or not math.isfinite(value):
+        # Divergence is the schedule's result, not an accident: it counts, and is not retried.
+        _record(
+            finish_trial,
+            claim,
+            TrialState.FAIL,
+            None,
+            metrics=final,
+            curve=curve,
+            wall_time_s=wall,
+            fail_reason="diverged",
+            counted=True,
+        )
+        log.info("trial %s of %s diverged", trial.number, spec.name)
+        return
+    _record(
+        finish_trial,
+        claim,
+        TrialState.COMPLETE,
+        float(value),
+        metrics=final,
+        curve=curve,
+        wall_time_s=wall,
+    )
+    log.info("trial %s of %s: %s = %.4g (%.1fs)", trial.number, spec.name, metric, value, wall)
