@@ -1,0 +1,159 @@
+"""The worker's CLI commands, mounted on a root app the way the service mounts them."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from search_spaces import DEEP_MLP
+from worker import data
+from worker.cli import json_safe, parse_config_items, register
+
+TINY = ["-c", "depth=3", "-c", "width=8", "-c", "epochs=2"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Any:
+    import torch
+
+    before = torch.get_num_threads()  # `train` sets the process's torch threads
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def app() -> typer.Typer:
+    root = typer.Typer()
+    register(root)
+    return root
+
+
+def invoke(app: typer.Typer, *args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_train_prints_final_metrics_as_the_last_json_line(app: typer.Typer) -> None:
+    result = invoke(app, "train", "--task", "deep_mlp", "--eta", "0.3", "--no-progress", *TINY)
+    assert result.exit_code == 0, result.output
+    metrics = last_json(result.stdout)
+    assert set(metrics) == {*DEEP_MLP.metrics, "steps", "epochs", "diverged"}
+    assert metrics["epochs"] == 2 and metrics["diverged"] is False
+
+
+def test_train_nan_becomes_null(app: typer.Typer) -> None:
+    args = ["train", "--task", "quadratic", "--eta", "2", "-c", "diverge_eta=1"]
+    result = invoke(app, *args)
+    assert result.exit_code == 0, result.output
+    assert last_json(result.stdout) == {"loss": None, "steps": 1, "epochs": 1, "diverged": True}
+
+
+def test_seed_option_overrides_config_seed(app: typer.Typer) -> None:
+    def loss(*extra: str) -> float:
+        result = invoke(app, "train", "--task", "quadratic", "--eta", "0.1", *extra)
+        assert result.exit_code == 0, result.output
+        return float(last_json(result.stdout)["loss"])
+
+    assert loss("--seed", "4", "-c", "seed=1") == loss("-c", "seed=4") != loss("-c", "seed=1")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["-c", "depht=3"], "unknown key 'depht'"),
+        (["-c", "lr=-1"], "lr"),
+        (["-c", "depth"], "KEY=VALUE"),
+        (["--eta", "-0.5"], "eta"),
+        (["--device", "tpu9"], "device"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(app: typer.Typer, args: list[str], message: str) -> None:
+    result = invoke(app, "train", "--no-progress", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_missing_mnist_is_a_message_not_a_traceback(app: typer.Typer, tmp_path: Any) -> None:
+    args = ["-c", "dataset=mnist", "-c", f"data_dir={tmp_path}"]
+    result = invoke(app, "train", "--no-progress", *args)
+    assert result.exit_code == 1
+    assert "noisetune data download mnist" in result.stderr and "Traceback" not in result.output
+
+
+def test_config_values_are_yaml_scalars() -> None:
+    parsed = parse_config_items(["clip=null", "lr=1e-2", "depth=3", "activation=tanh", "x=a=b"])
+    assert parsed == {"clip": None, "lr": 0.01, "depth": 3, "activation": "tanh", "x": "a=b"}
+    assert json_safe({"a": math.nan, "b": [math.inf, 1.0]}) == {"a": None, "b": [None, 1.0]}
+
+
+def test_reproduce_prints_one_row_per_eta(app: typer.Typer) -> None:
+    result = invoke(app, "reproduce", "--seeds", "1", "--epochs", "2", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.stdout.splitlines()]
+    rows = [r for r in rows if r and r[0].replace(".", "").isdigit() and len(r) == 8]
+    assert [float(r[0]) for r in rows] == [0.0, 0.01, 0.3, 1.0]
+    assert all(r[1] == "1" and 0.0 <= float(r[2]) <= 100.0 for r in rows)
+    assert "verdict:" in result.stdout
+
+
+def test_worker_command_passes_options_to_run_workers(
+    app: typer.Typer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.runner
+
+    seen: dict[str, Any] = {}
+
+    def fake_run_workers(**kwargs: Any) -> int:
+        seen.update(kwargs)
+        return 3
+
+    monkeypatch.setattr(worker.runner, "run_workers", fake_run_workers)
+    args = ["worker", "--storage", "sqlite:///x.db", "--gpus", "0,1", "--max-trials", "5"]
+    result = invoke(app, *args, "--exit-when-idle", "--batch", "auto")
+    assert result.exit_code == 3, result.output
+    assert seen == {
+        "storage": "sqlite:///x.db",
+        "device": "auto",
+        "gpus": "0,1",
+        "study": None,
+        "max_trials": 5,
+        "exit_when_idle": True,
+        "heartbeat_interval": 10.0,
+        "batch": "auto",
+    }
+
+
+def test_download_offline_is_a_clear_failure(
+    app: typer.Typer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(data, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    result = invoke(app, "data", "download", "mnist", "--data-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert "could not download" in result.stderr and "Traceback" not in result.output
+    assert invoke(app, "data", "download", "cifar10").exit_code == 2
+
+
+def test_train_in_a_real_process_with_progress_bar() -> None:
+    code = (
+        "import sys, typer; from worker.cli import register; app = typer.Typer(); "
+        "register(app); app(sys.argv[1:])"
+    )
+    args = ["train", "--eta", "0.01", "--seed", "1", *TINY]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert last_json(proc.stdout)["steps"] > 0
+    assert "val_acc" in proc.stderr  # the progress bar went to standard error

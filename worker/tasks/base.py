@@ -1,0 +1,83 @@
+"""What every trainer shares: the signature, argument checks and the result's shape.
+
+Kept free of torch so that the quadratic task (and the CLI) start without importing it.
+
+The trainer contract (each task module's ``train``)::
+
+    train(config, *, eta, gamma, device="cpu", report=None, progress=False) -> dict
+
+- ``config`` is the task's config mapping; ``train`` validates it with the task's
+  definition and raises ``TaskConfigError`` naming the bad keys.
+- ``config["seed"]`` seeds everything the run draws at random.
+- ``report(epoch, metrics)`` is called after every epoch (epochs count from 1) with all
+  of the task's metrics; whatever it raises propagates unchanged (pruning, shutdown).
+- The result holds every metric of the definition plus ``steps`` (optimizer steps),
+  ``epochs`` (epochs completed) and ``diverged``. A non-finite loss ends the run early
+  with ``diverged: True``; the losses of that epoch are then ``float("nan")``, which
+  JSON writers must turn into ``null`` (``json.dumps(..., allow_nan=False)`` would refuse).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from search_spaces import TaskConfig, TaskDefinition
+
+Report = Callable[[int, dict[str, float]], None]
+
+
+class Trainer(Protocol):
+    def __call__(
+        self,
+        config: dict[str, Any],
+        *,
+        eta: float,
+        gamma: float,
+        device: str = "cpu",
+        report: Report | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]: ...
+
+
+def check_noise(eta: float, gamma: float) -> tuple[float, float]:
+    """Validate the two noise hyperparameters; ``ValueError`` names the bad one."""
+    checked: list[float] = []
+    for name, value in (("eta", eta), ("gamma", gamma)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        checked.append(value)
+    return checked[0], checked[1]
+
+
+def validate(definition: TaskDefinition, config: dict[str, Any]) -> TaskConfig:
+    """The task's validated config (``TaskConfigError`` names any bad key)."""
+    return definition.validate_config(dict(config))
+
+
+def final_result(
+    metrics: dict[str, float], *, steps: int, epochs: int, diverged: bool
+) -> dict[str, Any]:
+    return {**metrics, "steps": steps, "epochs": epochs, "diverged": diverged}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
+    import torch  # only the torch tasks call this
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise ValueError(f"device {device!r} is not available ({count} CUDA devices visible)")
+    return device
