@@ -84,6 +84,7 @@ def claim_trial(
             row = get_study_row(engine, candidate.name)
             if row is None or row.status != "running":
                 continue
+            _fail_orphans(storage, row)
             progress = study_progress(engine, row.name, row.study_id)
             if progress.budget_left(row.n_trials) <= 0:
                 continue
@@ -123,6 +124,37 @@ def claim_trial(
         trial.set_user_attr("attempt", attempt)
         return Claim(row=row, spec=spec, study=study, trial=trial, attempt=attempt, engine=engine)
     return None
+
+
+ORPHANS = sa.text(
+    "SELECT t.trial_id FROM trials t LEFT JOIN noisetune_trial_runs r "
+    "ON r.trial_id = t.trial_id "
+    "WHERE t.study_id = :s AND t.state = 'RUNNING' AND r.trial_id IS NULL"
+)
+
+
+def _fail_orphans(storage: optuna.storages.RDBStorage, row: StudyRow) -> None:
+    """FAIL trials left RUNNING by a worker that died between ask() and recording its claim.
+
+    Claims of one study are serialized by its lock, so while we hold it a RUNNING trial with
+    no claim record can only belong to a claimer that died. It never trained: it does not
+    count, and a queued retry it had popped is queued again.
+    """
+    with storage.engine.connect() as conn:
+        orphans = [r[0] for r in conn.execute(ORPHANS, {"s": row.study_id})]
+    for trial_id in orphans:
+        frozen = storage.get_trial(trial_id)
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", "worker lost while claiming")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        fixed = frozen.system_attrs.get("fixed_params")
+        if fixed:
+            study = optuna.load_study(study_name=row.name, storage=storage)
+            attempt = int(frozen.user_attrs.get("attempt", 0))
+            requeue(study, dict(fixed), attempt, frozen.number)
+        log.warning("trial %s of %s: worker lost while claiming", frozen.number, row.name)
 
 
 def suggest_all(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -204,6 +236,23 @@ def fail_and_maybe_retry(claim: Claim, reason: str, *, retry_counts: bool) -> bo
     return retry
 
 
+def _reap_orphans(storage: optuna.storages.RDBStorage) -> None:
+    """Orphans can hold a study's last budget slot, so claims alone would never see them."""
+    query = sa.text(
+        "SELECT DISTINCT s.name FROM trials t "
+        "JOIN noisetune_studies s ON s.study_id = t.study_id "
+        "LEFT JOIN noisetune_trial_runs r ON r.trial_id = t.trial_id "
+        "WHERE t.state = 'RUNNING' AND r.trial_id IS NULL"
+    )
+    with storage.engine.connect() as conn:
+        names = [r[0] for r in conn.execute(query)]
+    for name in names:
+        with advisory_lock(storage.engine, claim_lock_key(name)):
+            row = get_study_row(storage.engine, name)
+            if row is not None:
+                _fail_orphans(storage, row)
+
+
 def reap_lost_trials(storage: optuna.storages.RDBStorage) -> int:
     """FAIL the RUNNING trials whose worker missed two of its own heartbeats; queue them again.
 
@@ -211,6 +260,7 @@ def reap_lost_trials(storage: optuna.storages.RDBStorage) -> int:
     trial make it safe when several do at once, or when the lost worker comes back.
     """
     engine = storage.engine
+    _reap_orphans(storage)
     query = sa.text(
         "SELECT r.trial_id, r.study_name, r.number, r.worker_id, r.attempt, w.heartbeat_at "
         "FROM noisetune_trial_runs r "

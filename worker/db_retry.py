@@ -7,13 +7,19 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import optuna
 import sqlalchemy as sa
 
 log = logging.getLogger("noisetune.worker")
 T = TypeVar("T")
 
-# Connection-level failures; a constraint or programming error is not retried.
-DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
+# Connection-level failures; a constraint or programming error is not retried. Optuna wraps
+# a failed commit (such as a dropped connection) in StorageInternalError.
+DB_ERRORS = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    optuna.exceptions.StorageInternalError,
+)
 
 
 def with_db_retry(

@@ -29,6 +29,14 @@ class Server:
         self.url, self.proc, self.log = url, proc, log
         self.client = httpx.Client(base_url=url, timeout=30)
 
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         answer = self.client.post("/api/v1/studies", json=spec)
         assert answer.status_code == 201, answer.text
@@ -59,10 +67,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def server(storage_url: str, tmp_path: Path) -> Iterator[Server]:
+def start_server(storage_url: str, tmp_path: Path) -> Server:
+    """`noisetune serve` in a subprocess, once it answers /healthz."""
     port = free_port()
-    log = tmp_path / "server.log"
+    log = tmp_path / f"server-{port}.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--storage", storage_url,
@@ -70,22 +78,28 @@ def server(storage_url: str, tmp_path: Path) -> Iterator[Server]:
             stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
         )  # fmt: skip
     srv = Server(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError("server exited: " + log.read_text())
+        try:
+            if srv.client.get("/healthz").status_code == 200:
+                return srv
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            srv.close()
+            raise AssertionError("server did not start: " + log.read_text())
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def server(storage_url: str, tmp_path: Path) -> Iterator[Server]:
+    srv = start_server(storage_url, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if srv.client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not start: " + log.read_text()
-            time.sleep(0.2)
         yield srv
     finally:
-        srv.client.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+        srv.close()
 
 
 class Workers:

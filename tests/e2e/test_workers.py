@@ -109,8 +109,8 @@ def test_stopped_study_gets_no_new_trials(server: Server, workers: Workers) -> N
         what="the running trial to finish",
     )
     before = len(server.trials("stopped"))
-    workers.start("--exit-when-idle")
-    assert workers.wait_all(timeout=30)[1] == 0, "a stopped study leaves nothing to serve"
+    second = workers.start("--exit-when-idle")
+    assert second.wait(timeout=30) == 0, "a stopped study leaves nothing to serve"
     assert len(server.trials("stopped")) == before
     assert server.study("stopped")["status"] == "stopped"
 
