@@ -93,7 +93,14 @@ def engine_kwargs(url: str) -> dict[str, Any]:
         # A long busy timeout lets several local workers queue for SQLite's one writer.
         return {"connect_args": {"timeout": 60}}
     # Bounded pool per process: a fleet of N workers holds at most N * 4 connections.
-    return {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 300}
+    return {
+        "pool_size": 2,
+        "max_overflow": 2,
+        "pool_pre_ping": True,
+        "pool_recycle": 300,
+        # A host that drops packets fails fast instead of hanging health checks and claims.
+        "connect_args": {"connect_timeout": 10},
+    }
 
 
 def _sqlite_path(engine: Engine) -> str | None:

@@ -1,0 +1,81 @@
+"""``/studies``: submit, list, inspect, stop, resume and delete studies; trials; importance."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from service import importance, studies, trials
+from service.deps import ReadAccess, StorageDep, WriteAccess
+from service.schemas import (
+    TRIAL_STATES,
+    Evaluator,
+    ImportancePublic,
+    StudiesPublic,
+    StudyCreate,
+    StudyPublic,
+    TrialsPublic,
+)
+
+router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[ReadAccess])
+
+MAX_PAGE = 1000
+# OFFSET beyond a 32-bit int makes PostgreSQL fail; no study has that many trials.
+MAX_OFFSET = 2**31 - 1
+
+
+@router.post("", status_code=201, dependencies=[WriteAccess])
+def create_study(spec: StudyCreate, storage: StorageDep) -> StudyPublic:
+    """Submit a study; workers pick its trials up from the database."""
+    return studies.create_study(storage, spec)
+
+
+@router.get("")
+def list_studies(storage: StorageDep) -> StudiesPublic:
+    return studies.list_studies(storage)
+
+
+@router.get("/{name}")
+def read_study(name: str, storage: StorageDep) -> StudyPublic:
+    return studies.get_study(storage, name)
+
+
+@router.get("/{name}/trials")
+def read_trials(
+    name: str,
+    storage: StorageDep,
+    state: Annotated[
+        str | None, Query(description=f"one of {', '.join(TRIAL_STATES)} (any case)")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> TrialsPublic:
+    """A page of trials by number; `count` is the number of all trials matching `state`."""
+    return trials.list_trials(storage, name, state=state, offset=offset, limit=limit)
+
+
+@router.get("/{name}/importance")
+def read_importance(
+    name: str, storage: StorageDep, evaluator: Evaluator = "ped_anova"
+) -> ImportancePublic:
+    """Each sampled parameter's share of the study metric's variation (shares sum to 1)."""
+    return importance.param_importance(storage, name, evaluator)
+
+
+@router.post("/{name}/stop", dependencies=[WriteAccess])
+def stop_study(name: str, storage: StorageDep) -> StudyPublic:
+    """Workers take no new trials of this study; trials already running finish."""
+    return studies.set_status(storage, name, "stopped")
+
+
+@router.post("/{name}/resume", dependencies=[WriteAccess])
+def resume_study(name: str, storage: StorageDep) -> StudyPublic:
+    return studies.set_status(storage, name, "running")
+
+
+@router.delete("/{name}", status_code=204, dependencies=[WriteAccess])
+def delete_study(name: str, storage: StorageDep) -> Response:
+    """Delete the study, its trials and its noisetune rows."""
+    studies.delete_study(storage, name)
+    return Response(status_code=204)

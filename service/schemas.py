@@ -1,0 +1,124 @@
+"""What the API accepts and answers: ``XCreate`` bodies, ``XPublic`` items, ``XsPublic`` pages.
+
+Plain pydantic models with no FastAPI import, so the CLI and the domain share them.
+Non-finite floats (a diverged run's NaN loss) serialize as JSON ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from search_spaces import StudySpec
+
+# The body of ``POST /studies`` is the study spec itself; its validators check the task,
+# the task config, the search space and the sampler/pruner options.
+StudyCreate = StudySpec
+
+TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+StudyStatus = Literal["running", "stopped", "completed"]
+Evaluator = Literal["ped_anova", "fanova"]
+
+
+class ProgressPublic(BaseModel):
+    finished: int = Field(description="trials with a result of their own (counts in n_trials)")
+    running: int
+    waiting: int
+
+
+class BestTrialPublic(BaseModel):
+    number: int
+    value: float | None
+    params: dict[str, Any]
+
+
+class StudyPublic(BaseModel):
+    name: str
+    spec: dict[str, Any]
+    status: StudyStatus
+    n_trials: int
+    progress: ProgressPublic
+    counts: dict[str, int] = Field(description="trials by Optuna state, all five states")
+    best_trial: BestTrialPublic | None
+    created_at: datetime
+    priority: int
+
+
+class StudiesPublic(BaseModel):
+    data: list[StudyPublic]
+    count: int
+
+
+class TrialPublic(BaseModel):
+    number: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    metrics: dict[str, Any] | None
+    intermediate_values: dict[int, float | None] = Field(description="epoch -> study metric")
+    worker: str | None
+    host: str | None
+    device: str | None
+    attempt: int | None
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+    duration_s: float | None
+    fail_reason: str | None
+
+
+class TrialsPublic(BaseModel):
+    data: list[TrialPublic]
+    count: int = Field(description="all trials that match the filter, not just this page")
+
+
+class ImportancePublic(BaseModel):
+    evaluator: Evaluator
+    importances: dict[str, float] = Field(description="parameter -> share; shares sum to 1")
+    message: str | None = None
+
+
+class WorkerPublic(BaseModel):
+    id: str
+    host: str
+    pid: int
+    device: str
+    study: str | None
+    trial_number: int | None
+    last_heartbeat: datetime
+    started_at: datetime
+
+
+class WorkersPublic(BaseModel):
+    data: list[WorkerPublic]
+    count: int
+
+
+class TaskPublic(BaseModel):
+    name: str
+    description: str
+    primary_metric: str
+    direction: str
+    metrics: dict[str, str]
+    config_schema: dict[str, Any]
+
+
+class TasksPublic(BaseModel):
+    data: list[TaskPublic]
+    count: int
+
+
+class SearchSpacePublic(BaseModel):
+    name: str
+    space: dict[str, Any]
+
+
+class SearchSpacesPublic(BaseModel):
+    data: list[SearchSpacePublic]
+    count: int
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None

@@ -1,0 +1,109 @@
+"""A study's trials, one page at a time, as the API and the dashboard show them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from optuna.storages import RDBStorage
+
+from service import optuna_tables as tables
+from service.schemas import TRIAL_STATES, TrialPublic, TrialsPublic
+from service.studies import InvalidInput, require_row
+
+# The user attrs a worker sets (see the worker contract) and the type each must have.
+_ATTRS = {
+    "worker": str,
+    "host": str,
+    "device": str,
+    "attempt": int,
+    "metrics": dict,
+    "fail_reason": str,
+}
+
+
+def parse_state(state: str | None) -> str | None:
+    if state is None or state == "":
+        return None
+    upper = state.upper()
+    if upper not in TRIAL_STATES:
+        raise InvalidInput(
+            ["query", "state"],
+            f"state: unknown trial state {state!r}; allowed: {', '.join(TRIAL_STATES)}",
+        )
+    return upper
+
+
+def list_trials(
+    storage: RDBStorage, name: str, *, state: str | None = None, offset: int = 0, limit: int = 100
+) -> TrialsPublic:
+    """One page of a study's trials by number; `count` covers every trial the filter matches."""
+    row = require_row(storage, name)
+    data, count = _load_page(storage.engine, row.study_id, parse_state(state), offset, limit)
+    return TrialsPublic(data=data, count=count)
+
+
+def _load_page(
+    engine: sa.Engine, study_id: int, state: str | None, offset: int, limit: int
+) -> tuple[list[TrialPublic], int]:
+    t_ = tables.trials
+    where = [t_.c.study_id == study_id]
+    if state is not None:
+        # PostgreSQL keeps the state as an enum type, which does not compare with a VARCHAR.
+        where.append(sa.cast(t_.c.state, sa.String) == state)
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(t_).where(*where))
+        total = int(count.scalar_one())
+        page = conn.execute(
+            sa.select(t_).where(*where).order_by(t_.c.number).offset(offset).limit(limit)
+        ).all()
+        ids = [t.trial_id for t in page]
+
+        def rows(table: sa.TableClause, *extra: Any) -> list[Any]:
+            query = sa.select(table).where(table.c.trial_id.in_(ids), *extra)
+            return list(conn.execute(query).all()) if ids else []
+
+        params = rows(tables.params)
+        values = rows(tables.values, tables.values.c.objective == 0)
+        attrs = rows(tables.user_attrs, tables.user_attrs.c.key.in_(_ATTRS))
+        steps = rows(tables.steps)
+        # A queued trial (a retry, or enqueued by hand) has its parameters fixed already.
+        queued = rows(tables.system_attrs, tables.system_attrs.c.key == "fixed_params")
+    fields: dict[int, dict[str, Any]] = {
+        t.trial_id: {"params": {}, "value": None, "intermediate_values": {}} for t in page
+    }
+    for q in queued:
+        fixed = json.loads(q.value_json)
+        if isinstance(fixed, dict):
+            fields[q.trial_id]["params"] = fixed
+    for p in sorted(params, key=lambda p: p.param_id):
+        dist = tables.distribution(p.distribution_json)
+        fields[p.trial_id]["params"][p.param_name] = dist.to_external_repr(p.param_value)
+    for v in values:
+        fields[v.trial_id]["value"] = tables.stored_float(v.value, v.value_type)
+    for a in attrs:
+        value = json.loads(a.value_json)
+        # A value of an unexpected type is shown as missing rather than failing the page.
+        fields[a.trial_id][a.key] = value if isinstance(value, _ATTRS[a.key]) else None
+    for s in sorted(steps, key=lambda s: s.step):
+        value = tables.stored_float(s.intermediate_value, s.intermediate_value_type)
+        fields[s.trial_id]["intermediate_values"][s.step] = value
+    data = []
+    for t in page:
+        start, end = tables.utc(t.datetime_start), tables.utc(t.datetime_complete)
+        duration = (end - start).total_seconds() if start and end else None
+        data.append(
+            TrialPublic.model_validate(
+                {k: None for k in _ATTRS}
+                | fields[t.trial_id]
+                | dict(
+                    number=t.number,
+                    state=t.state,
+                    datetime_start=start,
+                    datetime_complete=end,
+                    duration_s=duration,
+                )
+            )
+        )
+    return data, total
