@@ -21,6 +21,22 @@ def _results(trials: list[dict]) -> list[dict]:
     ]
 
 
+def _training(server: Server, name: str) -> dict:
+    """A trial that is training: RUNNING, parameters sampled, first epoch reported."""
+    found: list[dict] = []
+
+    def check() -> bool:
+        found[:] = [
+            t
+            for t in server.trials(name)
+            if t["state"] == "RUNNING" and len(t["params"]) == 2 and t["intermediate_values"]
+        ]
+        return bool(found)
+
+    server.wait_for(check, what="a trial to train")
+    return found[0]
+
+
 def test_study_runs_to_completion_with_exactly_n_trials(server: Server, workers: Workers) -> None:
     server.submit(quadratic_spec("complete", 6))
     for _ in range(2):
@@ -50,10 +66,7 @@ def test_racing_workers_never_overshoot(server: Server, workers: Workers) -> Non
 def test_sigkill_mid_trial_loses_nothing(server: Server, workers: Workers) -> None:
     server.submit(quadratic_spec("kill", 3, epochs=12, sleep_s=0.25))
     victim = workers.start()
-    server.wait_for(
-        lambda: any(t["state"] == "RUNNING" for t in server.trials("kill")), what="a trial to run"
-    )
-    killed = next(t for t in server.trials("kill") if t["state"] == "RUNNING")
+    killed = _training(server, "kill")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     workers.start("--exit-when-idle")
@@ -71,10 +84,7 @@ def test_sigkill_mid_trial_loses_nothing(server: Server, workers: Workers) -> No
 def test_sigterm_requeues_the_trial_and_exits_zero(server: Server, workers: Workers) -> None:
     server.submit(quadratic_spec("term", 1, epochs=40, sleep_s=0.25))
     proc = workers.start()
-    server.wait_for(
-        lambda: any(t["state"] == "RUNNING" for t in server.trials("term")), what="a trial to run"
-    )
-    running = next(t for t in server.trials("term") if t["state"] == "RUNNING")
+    running = _training(server, "term")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0, workers.logs()
     trials = {t["number"]: t for t in server.trials("term")}
