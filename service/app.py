@@ -21,6 +21,7 @@ from search_spaces import PrunerSpec, SamplerSpec, SearchSpaceError, StudySpec, 
 from search_spaces.storage import open_storage
 from service.api import api_router
 from service.auth import InsufficientScope, MissingToken
+from service.metrics import router as metrics_router
 from service.pages import router as pages_router
 from service.schemas import HealthPublic
 from service.settings import Settings
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(api_router)
     app.include_router(pages_router)
+    app.include_router(metrics_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_exception_handlers(app)
 

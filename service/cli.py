@@ -270,8 +270,13 @@ def report(
 ) -> None:
     """Write a self-contained HTML report of a study."""
     from service.report import write_report
+    from service.studies import StudyNotFound
 
-    write_report(name, output, storage)
+    try:
+        write_report(name, output, storage)
+    except StudyNotFound as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {output}", err=True)
 
 
 def load_plugins(root: typer.Typer) -> None:

@@ -23,9 +23,7 @@ params = sa.table(
     "trial_params",
     *map(sa.column, ("trial_id", "param_id", "param_name", "param_value", "distribution_json")),
 )
-values = sa.table(
-    "trial_values", *map(sa.column, ("trial_id", "objective", "value", "value_type"))
-)
+values = sa.table("trial_values", *map(sa.column, ("trial_id", "objective", "value", "value_type")))
 user_attrs = sa.table("trial_user_attributes", *map(sa.column, ("trial_id", "key", "value_json")))
 steps = sa.table(
     "trial_intermediate_values",
@@ -33,6 +31,8 @@ steps = sa.table(
 )
 
 SPECIAL = {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
+
+
 @lru_cache(maxsize=4096)
 def distribution(distribution_json: str) -> BaseDistribution:
     return json_to_distribution(distribution_json)

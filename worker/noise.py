@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from worker.schedules import (
+from search_spaces.schedules import (
     DEFAULT_GAMMA,
     SCHEDULE_KINDS,
     ConstantSchedule,

@@ -316,14 +316,14 @@ def test_importance_with_too_few_trials(make_client: Any, storage: Any) -> None:
     client.post(STUDIES, json=spec())
     answer = client.get(f"{STUDIES}/s1/importance").json()
     assert answer["evaluator"] == "ped_anova" and answer["importances"] == {}
-    assert "at least 2 complete trials" in answer["message"]
+    assert "at least 4 complete trials" in answer["message"]
     worker_trial(load(storage, "s1"), TrialState.COMPLETE, 0.5)
     assert client.get(f"{STUDIES}/s1/importance").json()["importances"] == {}
     # Every parameter fixed: nothing is sampled, so nothing can be important.
     client.post(STUDIES, json=spec("fixed", search_space={"eta": 0.3, "gamma": 0.55}))
-    load(storage, "fixed").add_trials([create_trial(value=v) for v in (1.0, 2.0, 3.0)])
+    load(storage, "fixed").add_trials([create_trial(value=v) for v in (1.0, 2.0, 3.0, 4.0)])
     fixed = client.get(f"{STUDIES}/fixed/importance").json()
-    assert fixed["importances"] == {} and "no parameter is sampled" in fixed["message"]
+    assert fixed["importances"] == {} and "searched parameter that varies" in fixed["message"]
 
 
 def test_importance_finds_the_parameter_that_matters(make_client: Any, storage: Any) -> None:

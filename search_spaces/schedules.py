@@ -1,8 +1,8 @@
 """Noise-variance schedules for annealed gradient noise (Neelakantan et al., 2015).
 
-Pure Python on purpose: the dashboard draws schedules and must never import torch,
-so this module imports neither torch nor numpy (numpy arrays are accepted when the
-caller already has numpy loaded).
+Part of the shared vocabulary, and pure Python on purpose: the dashboard draws schedules
+with it and must never import torch, so this module imports neither torch nor numpy
+(numpy arrays are accepted when the caller already has numpy loaded).
 
 A schedule maps an optimizer step ``t`` (0 for the first step) to the variance
 ``sigma_t^2`` of the Gaussian noise added to every gradient entry at that step.

@@ -1,0 +1,141 @@
+"""``/studies/{name}/plots/{kind}`` (Plotly figures as JSON) and ``/specs/parse`` (YAML specs).
+
+A figure is answered as the JSON text cached by `service.plots`, with an ETag, so a page
+that polls gets a 304 until the study changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from search_spaces import StudySpec
+from service import plots
+from service.deps import ReadAccess, StorageDep
+from service.plots._trial import TrialNotFound, load_trial, trial_curve_figure, trial_curve_info
+from service.schemas import Evaluator
+from service.studies import InvalidInput
+
+router = APIRouter(tags=["plots"], dependencies=[ReadAccess])
+
+
+@router.get(
+    "/studies/{name}/plots/{kind}",
+    responses={
+        200: {
+            "description": "a Plotly figure: `{data, layout}`",
+            "content": {"application/json": {}},
+        },
+        404: {"description": "no such study, or an unknown plot kind (the kinds are listed)"},
+    },
+)
+def read_plot(
+    name: str,
+    kind: str,
+    request: Request,
+    storage: StorageDep,
+    evaluator: Evaluator = "ped_anova",
+    params: Annotated[
+        str | None, Query(description="contour axes, two parameter names: `params=eta,gamma`")
+    ] = None,
+) -> Response:
+    """One plot of the study as a Plotly figure; kinds: importance, history, parallel, slice,
+    contour, intermediate, timeline, noise_schedule."""
+    if kind not in plots.PLOT_KINDS:
+        raise HTTPException(
+            404, f"unknown plot kind {kind!r}; kinds are {', '.join(plots.PLOT_KINDS)}"
+        )
+    names = [p.strip() for p in params.split(",") if p.strip()] if params else None
+    try:
+        text, etag = plots.plot_json(storage, name, kind, evaluator=evaluator, params=names)
+    except plots.PlotQueryError as exc:
+        raise InvalidInput(["query", "params"], str(exc)) from None
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
+    return Response(content=text, media_type="application/json", headers=headers)
+
+
+@router.get("/studies/{name}/trials/{number}/plots/curve")
+def read_trial_curve(
+    name: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)], storage: StorageDep
+) -> Response:
+    """Every per-epoch metric one trial recorded, as a Plotly figure."""
+    try:
+        trial, metric = load_trial(storage, name, number)
+    except TrialNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    fig = trial_curve_figure(trial_curve_info(trial, metric))
+    return Response(content=fig.to_json(), media_type="application/json")
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases: a few aliases can expand exponentially."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("YAML anchors and aliases (&name, *name) are not supported")
+        return super().compose_node(parent, index)
+
+
+def _finite(value: Any, loc: list[str | int]) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(loc, f"{'.'.join(map(str, loc[1:]))}: must be a finite number")
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        _finite(item, [*loc, key])
+
+
+def parse_spec_text(text: str) -> dict[str, Any]:
+    """A study spec from YAML or JSON text, validated like ``POST /studies`` validates it."""
+    try:
+        raw = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise InvalidInput(["body"], f"the spec is not valid YAML or JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidInput(["body"], "the spec must be a mapping (name: ..., task: ..., ...)")
+    _finite(raw, ["body"])
+    try:
+        StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+    # JSON round trip: YAML may give dates or other types that JSON cannot carry.
+    return json.loads(json.dumps(raw, default=str))
+
+
+@router.post(
+    "/specs/parse",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/yaml": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+async def parse_spec(request: Request) -> dict[str, Any]:
+    """Turn a YAML (or JSON) study spec into the JSON body ``POST /studies`` takes.
+
+    Answers ``{"spec": {...}}``, or 422 with the same messages ``POST /studies`` gives.
+    """
+    body = await request.body()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(["body"], "the spec must be UTF-8 text") from None
+    return {"spec": parse_spec_text(text)}

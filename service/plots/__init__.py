@@ -1,0 +1,151 @@
+"""The dashboard's plots: compute each plot's data from a study snapshot, then draw it.
+
+`plot_json` is what the API answers: a Plotly figure as JSON text, cached per study, plot
+kind, options and the study's state, so a warm request costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+
+from service.plots import _figures, _figures_runs
+from service.plots._cache import figures, importances, snapshots
+from service.plots._data import (
+    PlotQueryError,
+    contour_info,
+    history_info,
+    parallel_info,
+    slice_info,
+    timeline_info,
+)
+from service.plots._importance import EVALUATORS, ImportanceInfo, importance_info
+from service.plots._snapshot import FINISHED, StudySnapshot, TooFew
+from service.plots._training import intermediate_info, noise_schedule_info
+from service.studies import StudyNotFound
+
+__all__ = [
+    "EVALUATORS",
+    "PLOT_KINDS",
+    "PlotQueryError",
+    "StudyNotFound",
+    "StudySnapshot",
+    "UnknownPlotKindError",
+    "build_figure",
+    "cached_importance",
+    "compute_info",
+    "plot_json",
+    "study_snapshot",
+]
+
+PLOT_KINDS: tuple[str, ...] = (
+    "importance",
+    "history",
+    "parallel",
+    "slice",
+    "contour",
+    "intermediate",
+    "timeline",
+    "noise_schedule",
+)
+TITLES = {
+    "importance": "Hyperparameter importance",
+    "history": "Optimization history",
+    "parallel": "Parallel coordinates",
+    "slice": "Slice",
+    "contour": "Contour",
+    "intermediate": "Learning curves",
+    "timeline": "Timeline",
+    "noise_schedule": "Noise schedules",
+}
+RUN_KINDS = frozenset({"intermediate", "timeline", "noise_schedule"})
+# Plots of running trials change between finishes; the rest only when a trial finishes.
+LIVE_KINDS = frozenset({"intermediate", "timeline"})
+
+
+class UnknownPlotKindError(LookupError):
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"unknown plot kind {kind!r}; kinds are {', '.join(PLOT_KINDS)}")
+        self.kind = kind
+
+
+def study_snapshot(storage: optuna.storages.RDBStorage, name: str) -> StudySnapshot:
+    """The study's current snapshot (read again only when the study changed)."""
+    return snapshots.get(storage, name)
+
+
+def _finished_key(snap: StudySnapshot) -> tuple[Any, ...]:
+    states = snap.signature[1][0] if len(snap.signature) > 1 else ()
+    return tuple(s for s in states if s[0] in {f.name for f in FINISHED})
+
+
+def cached_importance(
+    snap: StudySnapshot, evaluator: str = "ped_anova", storage_key: str = ""
+) -> ImportanceInfo | TooFew:
+    """Importance, computed once per study, evaluator and set of finished trials."""
+    key = (storage_key, snap.study_id, evaluator, snap.n_finished, len(snap.complete))
+    return importances.get_or_compute(key, lambda: importance_info(snap, evaluator))  # type: ignore[no-any-return]
+
+
+def compute_info(
+    snap: StudySnapshot,
+    kind: str,
+    *,
+    evaluator: str = "ped_anova",
+    params: list[str] | None = None,
+    storage_key: str = "",
+) -> Any:
+    """The data of one plot kind (a NamedTuple, or `TooFew`)."""
+    compute: dict[str, Callable[[], Any]] = {
+        "importance": lambda: cached_importance(snap, evaluator, storage_key),
+        "history": lambda: history_info(snap),
+        "parallel": lambda: parallel_info(snap),
+        "slice": lambda: slice_info(snap),
+        "contour": lambda: contour_info(snap, params),
+        "intermediate": lambda: intermediate_info(snap),
+        "timeline": lambda: timeline_info(snap),
+        "noise_schedule": lambda: noise_schedule_info(snap),
+    }
+    if kind not in compute:
+        raise UnknownPlotKindError(kind)
+    return compute[kind]()
+
+
+def build_figure(snap: StudySnapshot, kind: str, **options: Any) -> go.Figure:
+    info = compute_info(snap, kind, **options)
+    if isinstance(info, TooFew):
+        return _figures.too_few_figure(info, TITLES[kind])
+    module = _figures_runs if kind in RUN_KINDS else _figures
+    drawer: Callable[[Any], go.Figure] = getattr(module, f"{kind}_figure")
+    return drawer(info)
+
+
+def plot_json(
+    storage: optuna.storages.RDBStorage,
+    name: str,
+    kind: str,
+    *,
+    evaluator: str = "ped_anova",
+    params: list[str] | None = None,
+) -> tuple[str, str]:
+    """(figure JSON, ETag) for one plot of a study; raises the errors in `__all__`."""
+    if kind not in PLOT_KINDS:
+        raise UnknownPlotKindError(kind)
+    if evaluator not in EVALUATORS:
+        raise PlotQueryError(f"unknown evaluator {evaluator!r}; allowed: {', '.join(EVALUATORS)}")
+    snap = snapshots.get(storage, name)
+    storage_key = str(storage.engine.url)
+    state = snap.signature if kind in LIVE_KINDS else _finished_key(snap)
+    options = (evaluator if kind == "importance" else None, tuple(params or ()))
+    key = (storage_key, snap.study_id, kind, options, state)
+
+    def render() -> tuple[str, str]:
+        fig = build_figure(snap, kind, evaluator=evaluator, params=params, storage_key=storage_key)
+        text = fig.to_json()
+        return text, hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+    return figures.get_or_compute(key, render)  # type: ignore[no-any-return]

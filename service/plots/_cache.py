@@ -1,0 +1,147 @@
+"""Per-process caches: one snapshot per study, refreshed incrementally, and finished figures.
+
+A dashboard polls every few seconds; reading 10,000 trials each time would take seconds.
+So a snapshot is kept per study and only re-read when a cheap signature query says the
+study changed, and then only the trials that are new or were unfinished last time
+(finished trials never change again). Figures are cached as JSON text under the
+snapshot's signature, so a warm request is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import FrozenTrial
+
+from search_spaces._study_spec import NAME_PATTERN
+from search_spaces.storage import get_study_row
+from service.plots._reader import read_trials
+from service.plots._snapshot import FINISHED, StudySnapshot
+from service.studies import StudyNotFound
+
+MAX_SNAPSHOTS = 8
+MAX_FIGURES = 512
+
+_SIGNATURE_SQL = sa.text(
+    "SELECT state, COUNT(*), MAX(trial_id) FROM trials WHERE study_id = :s GROUP BY state"
+)
+# Unfinished trials change in place (params, curves, attributes); count their rows.
+_LIVE_SQL = sa.text(
+    "SELECT "
+    "(SELECT COUNT(*) FROM trial_intermediate_values v JOIN trials t ON t.trial_id = v.trial_id "
+    " WHERE t.study_id = :s AND t.state IN ('RUNNING', 'WAITING')), "
+    "(SELECT COUNT(*) FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id "
+    " WHERE t.study_id = :s AND t.state IN ('RUNNING', 'WAITING')), "
+    "(SELECT COUNT(*) FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
+    " WHERE t.study_id = :s AND t.state IN ('RUNNING', 'WAITING'))"
+)
+
+
+def _signature(engine: sa.Engine, study_id: int) -> tuple[Any, ...]:
+    with engine.connect() as conn:
+        rows = conn.execute(_SIGNATURE_SQL, {"s": study_id}).all()
+        live: tuple[Any, ...] = ()
+        if any(str(state) in ("RUNNING", "WAITING") for state, _, _ in rows):
+            live = tuple(conn.execute(_LIVE_SQL, {"s": study_id}).one())
+    return (tuple(sorted((str(s), int(n), int(m)) for s, n, m in rows)), live)
+
+
+def _load_changed(
+    storage: optuna.storages.RDBStorage, study_id: int, old: dict[int, FrozenTrial]
+) -> list[FrozenTrial]:
+    """All trials, re-reading only those that are new or were unfinished in `old`."""
+    unfinished = {tid for tid, t in old.items() if t.state not in FINISHED}
+    newest = max(old, default=-1)
+    try:
+        fresh = read_trials(storage.engine, study_id, newest, unfinished)
+    except (sa.exc.SQLAlchemyError, KeyError, ValueError, TypeError):
+        # Optuna's tables changed shape: its own API is slower but always right.
+        return storage.get_all_trials(study_id, deepcopy=False)
+    merged = dict(old)
+    merged.update({t._trial_id: t for t in fresh})
+    return list(merged.values())
+
+
+class _Entry:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.snapshot: StudySnapshot | None = None
+
+
+class SnapshotCache:
+    """The latest snapshot of each study, keyed by storage URL and study name."""
+
+    def __init__(self, size: int = MAX_SNAPSHOTS) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+    def get(self, storage: optuna.storages.RDBStorage, name: str) -> StudySnapshot:
+        engine = storage.engine
+        # A name no spec can have is unknown without asking the database (PostgreSQL
+        # refuses some characters outright).
+        row = get_study_row(engine, name) if re.fullmatch(NAME_PATTERN, name) else None
+        if row is None:
+            raise StudyNotFound(name)
+        key = (str(engine.url), name)
+        with self._lock:
+            entry = self._entries.setdefault(key, _Entry())
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        # One reader per study at a time: concurrent polls wait for one refresh, not N.
+        with entry.lock:
+            signature = (row.study_id, _signature(engine, row.study_id))
+            snap = entry.snapshot
+            if snap is not None and snap.signature == signature:
+                return snap
+            old = {} if snap is None or snap.study_id != row.study_id else _by_id(snap)
+            trials = _load_changed(storage, row.study_id, old)
+            trials.sort(key=lambda t: t.number)
+            snap = StudySnapshot(name, row.study_id, row.spec, tuple(trials), signature)
+            entry.snapshot = snap
+            return snap
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _by_id(snap: StudySnapshot) -> dict[int, FrozenTrial]:
+    return {t._trial_id: t for t in snap.trials}
+
+
+class ResultCache:
+    """A bounded LRU of computed results (figure JSON, importances) under exact keys."""
+
+    def __init__(self, size: int = MAX_FIGURES) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+snapshots = SnapshotCache()
+figures = ResultCache()
+importances = ResultCache(64)

@@ -1,0 +1,142 @@
+"""Plot data that follows training itself: learning curves and the noise each trial added."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from optuna.trial import FrozenTrial, TrialState
+
+from search_spaces.schedules import PolynomialSchedule
+from service.plots._data import thin
+from service.plots._snapshot import StudySnapshot, TooFew, too_few
+
+MAX_CURVES = 200
+BEST_SCHEDULES = 5
+SCHEDULE_POINTS = 300
+# scikit-learn's digits has 1,797 images; the worker's stratified split keeps
+# 1 - val_fraction of them for training (test size rounded up).
+DIGITS_IMAGES = 1797
+MNIST_TRAIN = 60000
+
+
+class Curve(NamedTuple):
+    number: int
+    state: str
+    steps: list[int]
+    values: list[float | None]
+
+
+class IntermediateInfo(NamedTuple):
+    metric: str
+    curves: list[Curve]
+    n_total: int  # trials with at least one intermediate value, before thinning
+
+
+def intermediate_info(snap: StudySnapshot) -> IntermediateInfo | TooFew:
+    """Per-epoch values of the study metric; at most `MAX_CURVES` lines.
+
+    Past the limit: the best complete trials, every running trial (what a user watches),
+    then an even spread of the rest, so pruned trials still show where they stopped.
+    """
+    with_values = [t for t in snap.trials if t.intermediate_values]
+    if not with_values:
+        return too_few("intermediate", 1, 0, "trials with learning curves")
+    if len(with_values) > MAX_CURVES:
+        running = [t for t in with_values if t.state == TrialState.RUNNING][: MAX_CURVES // 4]
+        best = snap.ranked([t for t in snap.complete if t.intermediate_values])
+        best = best[: MAX_CURVES // 2]
+        chosen = {t.number for t in running + best}
+        rest = [t for t in with_values if t.number not in chosen]
+        spread = thin(rest, MAX_CURVES - len(chosen), 0)
+        with_values = sorted(running + best + spread, key=lambda t: t.number)
+    curves = [_curve(t) for t in with_values]
+    return IntermediateInfo(
+        snap.metric, curves, len([t for t in snap.trials if t.intermediate_values])
+    )
+
+
+def _curve(trial: FrozenTrial) -> Curve:
+    steps = sorted(trial.intermediate_values)
+    values = [trial.intermediate_values[s] for s in steps]
+    return Curve(
+        trial.number,
+        trial.state.name,
+        steps,
+        [v if v is not None and math.isfinite(v) else None for v in values],
+    )
+
+
+class Schedule(NamedTuple):
+    number: int
+    value: float
+    eta: float
+    gamma: float
+    steps: list[int]
+    sigma: list[float]  # standard deviation of the noise at each step
+
+
+class NoiseScheduleInfo(NamedTuple):
+    metric: str
+    schedules: list[Schedule]
+
+
+def sigma(eta: float, gamma: float, steps: np.ndarray) -> np.ndarray:
+    """sigma_t at each step, from the same schedule object that GradientNoise uses."""
+    return np.asarray(PolynomialSchedule(eta, gamma).std(steps), dtype=float)
+
+
+def total_steps(snap: StudySnapshot, trial: FrozenTrial) -> int:
+    """Optimizer steps the trial took: its reported `steps`, else an estimate from its config."""
+    metrics = trial.user_attrs.get("metrics") or {}
+    steps = metrics.get("steps")
+    if isinstance(steps, int | float) and steps >= 1:
+        return int(steps)
+    config = snap.config(trial)
+    epochs = (
+        metrics.get("epochs") or len(trial.user_attrs.get("curve") or []) or config.get("epochs", 1)
+    )
+    if snap.spec.get("task") != "deep_mlp":
+        return max(int(epochs), 1)
+    val_fraction = float(config.get("val_fraction", 0.22))
+    n_train = (
+        MNIST_TRAIN
+        if config.get("dataset") == "mnist"
+        else DIGITS_IMAGES - math.ceil(DIGITS_IMAGES * val_fraction)
+    )
+    per_epoch = math.ceil(n_train / int(config.get("batch_size", 128)))
+    return max(int(epochs) * per_epoch, 1)
+
+
+def schedule_steps(n_steps: int, points: int = SCHEDULE_POINTS) -> np.ndarray:
+    """Steps 0..n_steps-1, dense early where sigma falls fastest, at most about `points`."""
+    if n_steps <= points:
+        return np.arange(n_steps)
+    early = np.arange(min(points // 6, n_steps))
+    later = np.geomspace(1, n_steps, points).round().astype(np.int64) - 1
+    return np.unique(np.concatenate([early, later, [n_steps - 1]]))
+
+
+def noise_schedule_info(
+    snap: StudySnapshot, best: int = BEST_SCHEDULES
+) -> NoiseScheduleInfo | TooFew:
+    done = snap.complete
+    if not done:
+        return too_few("noise_schedule", 1, 0, "complete trials")
+    schedules = []
+    for trial in snap.ranked()[:best]:
+        eta = float(snap.param(trial, "eta") or 0.0)
+        gamma = float(snap.param(trial, "gamma") or 0.0)
+        steps = schedule_steps(total_steps(snap, trial))
+        schedules.append(
+            Schedule(
+                trial.number,
+                float(trial.value),  # type: ignore[arg-type]
+                eta,
+                gamma,
+                steps.tolist(),
+                sigma(eta, gamma, steps).tolist(),
+            )
+        )
+    return NoiseScheduleInfo(snap.metric, schedules)

@@ -1,0 +1,184 @@
+// The study page: progress, best trial, plots and the trials table, kept current by polling.
+"use strict";
+
+(() => {
+  const initial = JSON.parse(document.getElementById("study-data").textContent);
+  const name = initial.name;
+  const base = `/api/v1/studies/${encodeURIComponent(name)}`;
+  const LIVE_PLOTS = ["intermediate", "timeline"];
+  const table = { offset: 0, limit: 50, state: "", sortKey: "number", sortDir: 1, rows: [], count: 0 };
+  let lastFinished = null;
+
+  // ---- summary ----
+  function finishedOf(study) {
+    const c = study.counts || {};
+    return (c.COMPLETE || 0) + (c.PRUNED || 0) + (c.FAIL || 0);
+  }
+
+  function showStudy(study) {
+    const status = document.getElementById("status");
+    status.className = `badge ${study.status}`;
+    status.textContent = study.status;
+    document.getElementById("stop-btn").hidden = study.status !== "running";
+    document.getElementById("resume-btn").hidden = study.status !== "stopped";
+    const p = study.progress;
+    document.getElementById("finished").textContent = p.finished;
+    document.getElementById("n-trials").textContent = study.n_trials;
+    const pct = (n) => `${Math.min(100, (100 * n) / Math.max(study.n_trials, 1)).toFixed(1)}%`;
+    document.getElementById("bar-done").style.width = pct(p.finished);
+    document.getElementById("bar-run").style.width = pct(p.running);
+    const counts = document.getElementById("counts");
+    counts.replaceChildren();
+    for (const [state, n] of Object.entries(study.counts || {})) {
+      counts.append(NT.el("span", { className: `badge ${state}`, text: `${n} ${state}` }), " ");
+    }
+    const best = document.getElementById("best");
+    best.replaceChildren();
+    if (!study.best_trial) {
+      best.append(NT.el("p", { className: "subtle", text: "No complete trial yet." }));
+    } else {
+      const b = study.best_trial;
+      const link = NT.el("a", { href: `${NT.root}/studies/${encodeURIComponent(name)}/trials/${b.number}`, text: `#${b.number}` });
+      const value = NT.el("span", { style: "font-size:16px", text: ` ${study.spec.metric} = ${NT.fmt(b.value)}` });
+      best.append(NT.el("div", { className: "stat" }, [link, value]));
+      const dl = NT.el("dl", { className: "kv" });
+      for (const [k, v] of Object.entries(b.params)) dl.append(NT.el("dt", { text: k }), NT.el("dd", { text: NT.fmt(v) }));
+      best.append(dl);
+    }
+  }
+
+  // ---- plots ----
+  async function refreshPlots(kinds) {
+    await Promise.all(kinds.map(async (kind) => {
+      const box = document.getElementById(`plot-${kind}`);
+      if (!box) return;
+      try {
+        await NT.plot(box, `${base}/plots/${kind}`);
+      } catch (err) {
+        box.replaceChildren(NT.el("div", { className: "loading", text: `${kind}: ${err.message}` }));
+      }
+    }));
+  }
+  const allKinds = () => [...document.querySelectorAll(".plot[data-kind]")].map((e) => e.dataset.kind);
+
+  // ---- trials table ----
+  function columns(rows) {
+    const params = [...new Set(rows.flatMap((r) => Object.keys(r.params || {})))];
+    return [
+      { key: "number", label: "#", num: true, get: (r) => r.number },
+      { key: "state", label: "State", get: (r) => r.state, cell: (r) => NT.badge(r.state) },
+      { key: "value", label: "Value", num: true, get: (r) => r.value },
+      ...params.map((p) => ({ key: `p:${p}`, label: p, num: true, get: (r) => (r.params || {})[p] })),
+      { key: "duration", label: "Duration", num: true, get: (r) => r.duration_s, show: (r) => NT.fmtDuration(r.duration_s) },
+      { key: "worker", label: "Worker", get: (r) => r.worker },
+      { key: "device", label: "Device", get: (r) => r.device },
+      { key: "start", label: "Started", get: (r) => r.datetime_start, show: (r) => NT.fmtTime(r.datetime_start) },
+      { key: "reason", label: "Failure", get: (r) => r.fail_reason, className: (r) => (r.fail_reason ? "reason" : "subtle") },
+    ];
+  }
+
+  function compare(a, b) {
+    if (a === b) return 0;
+    if (a === null || a === undefined) return 1; // missing values last, either direction
+    if (b === null || b === undefined) return -1;
+    return a < b ? -1 : 1;
+  }
+
+  function renderTable() {
+    const cols = columns(table.rows);
+    const head = document.querySelector("#trials-table thead tr");
+    head.replaceChildren(...cols.map((c) => {
+      const th = NT.el("th", { className: `sortable${c.num ? " num" : ""}`, text: c.label });
+      if (c.key === table.sortKey) th.classList.add(table.sortDir > 0 ? "sorted-asc" : "sorted-desc");
+      th.onclick = () => {
+        table.sortDir = table.sortKey === c.key ? -table.sortDir : 1;
+        table.sortKey = c.key;
+        renderTable();
+      };
+      return th;
+    }));
+    const sortCol = cols.find((c) => c.key === table.sortKey) || cols[0];
+    const rows = [...table.rows].sort((a, b) => {
+      const va = sortCol.get(a), vb = sortCol.get(b);
+      if (va === null || va === undefined || vb === null || vb === undefined) return compare(va, vb);
+      return table.sortDir * compare(va, vb);
+    });
+    const body = document.querySelector("#trials-table tbody");
+    body.replaceChildren(...rows.map((r) => {
+      const tr = NT.el("tr", { className: "link" });
+      tr.onclick = (e) => {
+        if (e.target.closest("a")) return;
+        location.href = `${NT.root}/studies/${encodeURIComponent(name)}/trials/${r.number}`;
+      };
+      for (const c of cols) {
+        const extra = typeof c.className === "function" ? c.className(r) : c.className || "";
+        const td = NT.el("td", { className: [c.num ? "num" : "", extra].join(" ").trim() });
+        if (c.cell) td.append(c.cell(r));
+        else td.textContent = c.show ? c.show(r) : NT.fmt(c.get(r));
+        tr.append(td);
+      }
+      return tr;
+    }));
+    document.getElementById("no-trials").hidden = rows.length > 0;
+    const last = Math.min(table.offset + table.limit, table.count);
+    document.getElementById("trials-count").textContent = `${table.count} ${table.state ? table.state.toLowerCase() : "in all"}`;
+    document.getElementById("page-info").textContent = table.count ? `${table.offset + 1}–${last} of ${table.count}` : "";
+    document.getElementById("prev-page").disabled = table.offset === 0;
+    document.getElementById("next-page").disabled = last >= table.count;
+  }
+
+  async function refreshTable() {
+    const q = new URLSearchParams({ offset: table.offset, limit: table.limit });
+    if (table.state) q.set("state", table.state);
+    const page = await NT.api.get(`${base}/trials?${q}`);
+    table.rows = page.data;
+    table.count = page.count;
+    renderTable();
+  }
+
+  document.getElementById("state-filter").onchange = (e) => {
+    table.state = e.target.value;
+    table.offset = 0;
+    refreshTable();
+  };
+  document.getElementById("page-size").onchange = (e) => {
+    table.limit = Number(e.target.value);
+    table.offset = 0;
+    refreshTable();
+  };
+  document.getElementById("prev-page").onclick = () => {
+    table.offset = Math.max(0, table.offset - table.limit);
+    refreshTable();
+  };
+  document.getElementById("next-page").onclick = () => {
+    table.offset += table.limit;
+    refreshTable();
+  };
+
+  // ---- stop / resume ----
+  async function setStatus(action) {
+    try {
+      const study = await NT.api.post(`${base}/${action}`, {});
+      showStudy(study);
+      NT.toast(action === "stop" ? "Stopped: workers take no new trials; running ones finish." : "Resumed.");
+    } catch (err) {
+      NT.toast(`Could not ${action}: ${err.message}`);
+    }
+  }
+  document.getElementById("stop-btn").onclick = () => setStatus("stop");
+  document.getElementById("resume-btn").onclick = () => setStatus("resume");
+
+  // ---- polling ----
+  async function update() {
+    const study = await NT.api.get(base);
+    showStudy(study);
+    const finished = finishedOf(study);
+    const tasks = [refreshTable()];
+    if (finished !== lastFinished) tasks.push(refreshPlots(allKinds()));
+    else if (study.progress.running > 0) tasks.push(refreshPlots(LIVE_PLOTS));
+    lastFinished = finished;
+    await Promise.all(tasks);
+  }
+  if (initial.study) showStudy(initial.study);
+  NT.poll(update);
+})();

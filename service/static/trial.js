@@ -1,0 +1,71 @@
+// One trial: its learning curve and record, polled while the trial is still running.
+"use strict";
+
+(() => {
+  const initial = JSON.parse(document.getElementById("trial-data").textContent);
+  const { name, number } = initial;
+  const study = `/api/v1/studies/${encodeURIComponent(name)}`;
+  const curve = document.getElementById("curve");
+  let last = null;
+
+  function kv(target, entries) {
+    const dl = document.getElementById(target);
+    dl.replaceChildren();
+    for (const [k, v] of entries) dl.append(NT.el("dt", { text: k }), NT.el("dd", {}, [v]));
+  }
+
+  function show(t, metric) {
+    const state = document.getElementById("state");
+    state.className = `badge ${t.state}`;
+    state.textContent = t.state;
+    const note = t.value === null && t.state === "PRUNED" ? ", pruned before the end" : "";
+    const result = [["value", NT.el("span", {}, [NT.el("strong", { text: NT.fmt(t.value) }), " ",
+      NT.el("span", { className: "subtle", text: metric + note })])]];
+    for (const [k, v] of Object.entries(t.metrics || {})) if (k !== "epoch") result.push([k, NT.fmt(v)]);
+    kv("result", result);
+    kv("params", Object.entries(t.params || {}).map(([k, v]) => [k, NT.fmt(v)]));
+    kv("run", [
+      ["worker", t.worker || "—"], ["host", t.host || "—"], ["device", t.device || "—"],
+      ["attempt", t.attempt === null || t.attempt === undefined ? "—" : String(t.attempt)],
+      ["started", NT.fmtTime(t.datetime_start)], ["finished", NT.fmtTime(t.datetime_complete)],
+      ["duration", NT.fmtDuration(t.duration_s)],
+    ]);
+    document.getElementById("failure").hidden = !t.fail_reason;
+    document.getElementById("fail-reason").textContent = t.fail_reason || "";
+  }
+
+  async function drawCurve() {
+    try {
+      await NT.plot(curve, `${study}/trials/${number}/plots/curve`);
+    } catch (err) {
+      curve.replaceChildren(NT.el("div", { className: "loading", text: err.message }));
+    }
+  }
+
+  async function update() {
+    const [page, info] = await Promise.all([
+      NT.api.get(`${study}/trials?offset=${number}&limit=1`),
+      NT.api.get(study),
+    ]);
+    const t = page.data.find((x) => x.number === number);
+    if (!t) return;
+    const key = `${t.state}:${Object.keys(t.intermediate_values || {}).length}`;
+    if (key !== last) {
+      show(t, info.spec.metric);
+      await drawCurve();
+      last = key;
+    }
+  }
+
+  const finished = (state) => ["COMPLETE", "PRUNED", "FAIL"].includes(state);
+  if (initial.trial) {
+    curve.replaceChildren();
+    Plotly.react(curve, initial.trial.curve_figure.data, initial.trial.curve_figure.layout, NT.plotConfig);
+  }
+  // A finished trial never changes again; a running one is polled until it finishes.
+  if (!initial.trial || !finished(initial.trial.state)) {
+    NT.poll(async () => {
+      if (!finished(document.getElementById("state").textContent) || last === null) await update();
+    });
+  }
+})();

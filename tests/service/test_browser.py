@@ -1,0 +1,145 @@
+"""The dashboard in headless Chromium, against a real `noisetune serve` process.
+
+Needs Debian's chromium (``apt-get install chromium``) and Playwright for Python; no
+browser is downloaded. Skipped where chromium is missing, except in CI (``CI`` set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import optuna
+import pytest
+from optuna.trial import create_trial
+
+from service.report import write_report
+from tests.service.dashboard_fixtures import make_study
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+        reason=f"{CHROMIUM} is missing (apt-get install chromium); required when CI is set",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A finished study served by a real uvicorn process: (base URL, storage URL)."""
+    folder = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{folder / 'noisetune.db'}"
+    make_study(url, "finished", complete=12, pruned=2, failed=1, running=0, epochs=6)
+    port = _free_port()
+    exe = shutil.which("noisetune", path=str(Path(sys.executable).parent)) or "noisetune"
+    log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [exe, "serve", "--storage", url, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not start: {(folder / 'server.log').read_text()}")
+            time.sleep(0.2)
+        yield base, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if os.environ.get("CI"):
+        from playwright import sync_api
+    else:
+        sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def _watch(page: Any) -> tuple[list[str], list[str]]:
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    return errors, requests
+
+
+def test_study_page_renders_plots_and_trials(
+    server: tuple[str, str], browser: Any, tmp_path: Path
+) -> None:
+    base, url = server
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors, requests = _watch(page)
+    page.goto(f"{base}/studies/finished")
+    page.wait_for_selector("#section-importance .js-plotly-plot svg.main-svg", timeout=15000)
+    page.wait_for_selector("#trials-table tbody tr", timeout=15000)
+    bars = page.locator("#section-importance .js-plotly-plot .barlayer .point")
+    assert bars.count() == 3  # eta, gamma, lr
+    assert page.locator("#trials-table tbody tr").count() == 15
+    assert page.locator("#finished").inner_text() == "15"
+    # Sorting by value (a click on the header) puts the best trial first: maximize.
+    page.locator("#trials-table th", has_text="Value").click()
+    page.locator("#trials-table th", has_text="Value").click()
+    first = page.locator("#trials-table tbody tr").first.locator("td").nth(2).inner_text()
+    best = page.locator("#best .stat").inner_text()
+    assert first in best
+    page.wait_for_selector("#section-history .js-plotly-plot svg.main-svg", timeout=15000)
+    # A trial that finishes now shows up without a reload: the page polls the API.
+    study = optuna.load_study(study_name="finished", storage=url)
+    study.add_trial(create_trial(value=0.5, params={}, distributions={}))
+    page.wait_for_function(
+        "document.getElementById('finished').textContent === '16'", timeout=10000
+    )
+    page.wait_for_function(
+        "document.querySelector('#trials-count').textContent.startsWith('16')", timeout=10000
+    )
+    page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
+    assert errors == []
+    assert all(url.startswith(base) or url.startswith("data:") for url in requests), requests
+    page.close()
+
+
+def test_report_opens_from_disk(server: tuple[str, str], browser: Any, tmp_path: Path) -> None:
+    _, url = server
+    out = tmp_path / "report.html"
+    assert write_report("finished", out, url) == 0
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors, requests = _watch(page)
+    page.goto(out.as_uri())
+    page.wait_for_selector("#section-importance .js-plotly-plot svg.main-svg", timeout=15000)
+    assert page.locator(".js-plotly-plot").count() == 8
+    page.screenshot(path=str(tmp_path / "report.png"))
+    assert errors == []
+    assert all(r.startswith(("file:", "data:")) for r in requests), requests
+    page.close()
