@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -106,16 +107,22 @@ def _show_results(client: httpx.Client, name: str) -> None:
     out.print(table)
     trials = client.get(f"/api/v1/studies/{name}/trials", params={"limit": 1000}).json()["data"]
     by_eta: dict[Any, list[float]] = {}
+    others: dict[Any, list[str]] = {}
     for t in trials:
+        eta = t["params"].get("eta")
         if t["state"] == "COMPLETE":
-            by_eta.setdefault(t["params"].get("eta"), []).append(t["value"])
+            by_eta.setdefault(eta, []).append(t["value"])
+        else:
+            others.setdefault(eta, []).append(t["fail_reason"] or t["state"].lower())
     per_eta = Table(title="Validation accuracy by eta (complete trials)")
-    for col in ("eta", "trials", "mean", "best"):
+    for col in ("eta", "trials", "mean", "best", "not complete"):
         per_eta.add_column(col, justify="right")
-    for eta, values in sorted(by_eta.items(), key=lambda kv: kv[0]):
-        per_eta.add_row(
-            str(eta), str(len(values)), f"{sum(values) / len(values):.3f}", f"{max(values):.3f}"
-        )
+    for eta in sorted(set(by_eta) | set(others), key=lambda e: (e is None, e)):
+        values = by_eta.get(eta, [])
+        mean = f"{sum(values) / len(values):.3f}" if values else "-"
+        best = f"{max(values):.3f}" if values else "-"
+        rest = ", ".join(f"{n} {r}" for r, n in Counter(others.get(eta, [])).items())
+        per_eta.add_row(str(eta), str(len(values)), mean, best, rest)
     out.print(per_eta)
 
 
@@ -174,7 +181,10 @@ def _follow(
         while True:
             study = client.get(f"/api/v1/studies/{name}").json()
             counts, best = study["counts"], study.get("best_trial")
-            detail = f"running {counts.get('RUNNING', 0)}, pruned {counts.get('PRUNED', 0)}"
+            detail = (
+                f"running {counts.get('RUNNING', 0)}, pruned {counts.get('PRUNED', 0)}, "
+                f"failed {counts.get('FAIL', 0)}"
+            )
             if best:
                 detail += f", best {best['value']:.3f}"
             bar.update(task, completed=study["progress"]["finished"], detail=detail)
