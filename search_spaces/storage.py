@@ -69,6 +69,8 @@ trial_runs_table = sa.Table(
     # Whether the trial reached a result of its own and so counts in the study's budget.
     sa.Column("counted", sa.Boolean, nullable=False, default=False),
     sa.Column("fail_reason", sa.Text),
+    # Seconds the worker spent claiming the trial (lock wait, budget check, ask): /metrics.
+    sa.Column("claim_seconds", sa.Float),
 )
 
 tokens_table = sa.Table(
@@ -139,6 +141,23 @@ def advisory_lock(engine: Engine, key: str) -> Iterator[None]:
             conn.commit()
 
 
+def add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns that tables made by an earlier noisetune lack.
+
+    `create_all` makes missing tables but leaves existing ones alone; new columns are only
+    ever nullable additions, so adding them in place is the whole migration. Idempotent.
+    """
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            # LIMIT 0 reads the column names without scanning rows, on every backend.
+            have = set(conn.execute(sa.text(f"SELECT * FROM {table.name} LIMIT 0")).keys())
+            for column in table.columns:
+                if column.name in have or not column.nullable or column.primary_key:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
 @cache
 def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
     """Optuna's storage on `url` with noisetune's tables beside it; one per process and URL.
@@ -156,6 +175,7 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
             metadata.create_all(storage.engine)
+            add_missing_columns(storage.engine)
     finally:
         probe.dispose()
     return storage
