@@ -8,6 +8,7 @@ through the entry-point group ``noisetune.tasks``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Literal
@@ -69,6 +70,9 @@ class TaskDefinition:
     description: str = ""
     # Whether many trials of this task can be trained as one stacked model.
     stackable: bool = False
+    # "module:function" of the stacked trainer (worker.stacked's contract); its module also
+    # defines stack_key(config). Needed for stackable to take effect.
+    stacked_trainer: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,6 +123,7 @@ DEEP_MLP = TaskDefinition(
     trainer="worker.tasks.deep_mlp:train",
     description="The paper's deep fully-connected network on digits or MNIST.",
     stackable=True,
+    stacked_trainer="worker.tasks.deep_mlp_stacked:train_stacked",
 )
 
 QUADRATIC = TaskDefinition(
@@ -135,6 +140,13 @@ _BUILTIN = {t.name: t for t in (DEEP_MLP, QUADRATIC)}
 
 def task_definitions() -> dict[str, TaskDefinition]:
     """Built-in definitions plus those registered under the ``noisetune.tasks`` group."""
+    return dict(_registered())
+
+
+@functools.cache
+def _registered() -> dict[str, TaskDefinition]:
+    # Scanning installed packages' entry points costs milliseconds, and a claim validates a
+    # spec several times: read them once per process (installing a task means a restart).
     found = dict(_BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in found:

@@ -9,8 +9,10 @@ its parameters are queued again (up to the study's `max_retries`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,17 @@ class Claim:
     engine: sa.Engine
 
 
+@functools.cache
+def _trial_cache(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """One Optuna trial cache per process and storage, shared by every claim.
+
+    `load_study` on the bare storage wraps it in a fresh cache each time, and ask() then
+    reads the whole study: claims grew linearly with the study's size. A shared cache reads
+    only what changed since the last claim.
+    """
+    return optuna.storages._CachedStorage(storage)
+
+
 def claim_lock_key(study_name: str) -> str:
     return f"noisetune-claim:{study_name}"
 
@@ -74,10 +87,38 @@ def unfinished_studies(engine: sa.Engine, only: str | None) -> list[str]:
     return names
 
 
+def can_stack(spec: StudySpec) -> bool:
+    """Whether trials of this study can train as one stack (repeats run one after another)."""
+    definition = spec.definition
+    return bool(definition.stackable and definition.stacked_trainer and spec.repeats == 1)
+
+
 def claim_trial(
     storage: optuna.storages.RDBStorage, worker_id: str, host: str, device: str, only: str | None
 ) -> Claim | None:
     """Start one trial of the best servable study, or return None when there is none."""
+    claims = claim_trials(storage, worker_id, host, device, only, 1)
+    return claims[0] if claims else None
+
+
+def claim_trials(
+    storage: optuna.storages.RDBStorage,
+    worker_id: str,
+    host: str,
+    device: str,
+    only: str | None,
+    k: int,
+) -> list[Claim]:
+    """Start up to `k` trials of one study (the best servable one) under one lock acquisition.
+
+    All of them are asked while the study's lock is held, each within the budget rule, so
+    a batch never overshoots `n_trials`; fewer than `k` come back when less budget is left,
+    and one when the study's trials cannot be stacked (`can_stack`). An empty list means
+    there is nothing to serve.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    started = time.perf_counter()  # claim latency, lock wait included: see /metrics
     engine = storage.engine
     for candidate in servable_studies(engine, only):
         with advisory_lock(engine, claim_lock_key(candidate.name)):
@@ -86,44 +127,66 @@ def claim_trial(
                 continue
             _fail_orphans(storage, row)
             progress = study_progress(engine, row.name, row.study_id)
-            if progress.budget_left(row.n_trials) <= 0:
-                continue
             spec = StudySpec.model_validate(row.spec)
+            # Trials that cannot share a stack run one after another: claiming more would
+            # only leave them waiting while other workers could have trained them.
+            n = min(k if can_stack(spec) else 1, progress.budget_left(row.n_trials))
+            if n <= 0:
+                continue
             next_number = sum(progress.by_state.values())
-            study = optuna.load_study(
-                study_name=row.name,
-                storage=storage,
-                sampler=build_sampler(spec, trial_number=next_number),
-                pruner=build_pruner(spec),
-            )
-            # ask() moves the trial to RUNNING, so it counts against the budget from here on.
-            trial = study.ask()
-            attempt = int(trial.user_attrs.get("attempt", 0))
+            asked: list[tuple[optuna.Study, optuna.Trial, int]] = []
+            for _ in range(n):
+                # One study object per trial: each samples with the sampler seeded for its
+                # own number, as a lone claim would.
+                study = optuna.load_study(
+                    study_name=row.name,
+                    storage=_trial_cache(storage),
+                    sampler=build_sampler(spec, trial_number=next_number),
+                    pruner=build_pruner(spec),
+                )
+                # ask() moves the trial to RUNNING, so it counts against the budget from here on.
+                trial = study.ask()
+                # A queued retry keeps its old number; only a new trial takes the next one.
+                next_number = max(next_number, trial.number + 1)
+                asked.append((study, trial, int(trial.user_attrs.get("attempt", 0))))
+            first = asked[0][1]
+            claim_seconds = time.perf_counter() - started
             with engine.begin() as conn:
                 conn.execute(
-                    sa.insert(trial_runs_table).values(
-                        trial_id=trial._trial_id,
-                        study_name=row.name,
-                        number=trial.number,
-                        worker_id=worker_id,
-                        attempt=attempt,
-                        counted=False,
-                    )
+                    sa.insert(trial_runs_table),
+                    [
+                        {
+                            "trial_id": trial._trial_id,
+                            "study_name": row.name,
+                            "number": trial.number,
+                            "worker_id": worker_id,
+                            "attempt": attempt,
+                            "counted": False,
+                            "claim_seconds": claim_seconds,
+                        }
+                        for _, trial, attempt in asked
+                    ],
                 )
+                # The worker row has room for one trial: the first; the heartbeat covers all.
                 conn.execute(
                     sa.update(workers_table)
                     .where(workers_table.c.id == worker_id)
                     .values(
-                        study_name=row.name, trial_id=trial._trial_id, trial_number=trial.number
+                        study_name=row.name, trial_id=first._trial_id, trial_number=first.number
                     )
                 )
-        # Sampling happens outside the lock: it is the sampler's cost, not the claim's.
-        suggest_all(trial, spec)
-        for key, value in {"worker": worker_id, "host": host, "device": device}.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("attempt", attempt)
-        return Claim(row=row, spec=spec, study=study, trial=trial, attempt=attempt, engine=engine)
-    return None
+        claims = []
+        for study, trial, attempt in asked:
+            # Sampling happens outside the lock: it is the sampler's cost, not the claim's.
+            suggest_all(trial, spec)
+            for key, value in {"worker": worker_id, "host": host, "device": device}.items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr("attempt", attempt)
+            claims.append(
+                Claim(row=row, spec=spec, study=study, trial=trial, attempt=attempt, engine=engine)
+            )
+        return claims
+    return []
 
 
 ORPHANS = sa.text(

@@ -176,7 +176,15 @@ def worker_command(
     max_trials: Annotated[int | None, typer.Option(help="Stop after N trials.")] = None,
     exit_when_idle: Annotated[bool, typer.Option(help="Exit when no work is left.")] = False,
     heartbeat_interval: Annotated[float, typer.Option(help="Seconds between beats.")] = 10.0,
-    batch: Annotated[str, typer.Option(help="Trials trained together per process.")] = "1",
+    batch: Annotated[
+        str,
+        typer.Option(
+            help="Trials trained together as one stacked model: a number, or auto (from free "
+            "GPU memory; 16 on CPU). Tasks that cannot be stacked train one at a time. "
+            "Members of a stack share the minibatch order (and data split) of the first "
+            "member's seed."
+        ),
+    ] = "1",
 ) -> None:
     """Pull trials from the database and train them until stopped."""
     from worker.runner import run_workers

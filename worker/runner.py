@@ -4,10 +4,17 @@ A worker needs one thing to join a fleet: the storage URL. It registers itself, 
 heartbeat from a background thread, and loops: recover lost trials, claim one, train it,
 record the result. SIGTERM or Ctrl-C stops it at the end of the current epoch; its trial
 is queued again and the process exits 0.
+
+With ``--batch K`` (K > 1) a worker claims up to K trials of one study at once and trains
+those that can share a stack as one model (see worker.batch_run). ``--batch auto`` sizes K
+from the device: on CUDA from free memory (``AUTO_MEMBER_BYTES`` per member, half the free
+memory, at most ``AUTO_MAX_BATCH``), on CPU ``AUTO_CPU_BATCH``. Members of a stack share
+the minibatch order (and data split) drawn from the first member's seed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -23,11 +30,52 @@ import optuna
 import sqlalchemy as sa
 
 from search_spaces.storage import now, open_storage, resolve_url, workers_table
-from worker.claims import claim_trial, reap_lost_trials, unfinished_studies
+from worker.batch_run import run_claimed_batch
+from worker.claims import (
+    Claim,
+    claim_trial,
+    claim_trials,
+    reap_lost_trials,
+    unfinished_studies,
+)
 from worker.db_retry import with_db_retry
 from worker.trial_run import run_claimed_trial
 
 log = logging.getLogger("noisetune.worker")
+
+MAX_BATCH = 4096
+# On a CPU core a stack stops paying beyond about 16 members (benchmarks/batched.py).
+AUTO_CPU_BATCH = 16
+# Generous for the paper's networks: a 20 x 50 member on MNIST needs about 5 MB (weights,
+# gradients, noise buffer, optimizer state, activations); the rest is headroom.
+AUTO_MEMBER_BYTES = 64 * 2**20
+AUTO_MAX_BATCH = 256
+
+
+def parse_batch(batch: str) -> int | None:
+    """``--batch``: a whole number of trials >= 1, or None for ``auto``."""
+    text = str(batch).strip().lower()
+    if text == "auto":
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if not 1 <= k <= MAX_BATCH:
+        raise SystemExit(
+            f"--batch must be 'auto' or a whole number from 1 to {MAX_BATCH}, got {batch!r}"
+        )
+    return k
+
+
+def auto_batch(device: str) -> int:
+    """How many trials to stack on ``device``: from free memory on CUDA, fixed on CPU."""
+    if not device.startswith("cuda"):
+        return AUTO_CPU_BATCH
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return max(1, min(AUTO_MAX_BATCH, free // 2 // AUTO_MEMBER_BYTES))
 
 
 def resolve_device(device: str) -> str:
@@ -47,12 +95,14 @@ class Worker:
         device: str,
         study: str | None,
         heartbeat_interval: float,
+        batch: int = 1,
     ) -> None:
         self.storage = open_storage(storage_url)
         self.engine = self.storage.engine
         self.device = device
         self.study = study
         self.heartbeat_interval = heartbeat_interval
+        self.batch = batch
         self.host = socket.gethostname()
         self.id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stop = threading.Event()
@@ -96,18 +146,24 @@ class Worker:
         beater = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beater.start()
         log.info("worker %s on %s joined %s", self.id, self.device, self.engine.url)
+        if self.batch > 1:
+            log.info("training up to %d trials at once", self.batch)
         done = 0
+        next_reap = 0.0
         try:
             while not self.stop.is_set() and (max_trials is None or done < max_trials):
-                with_db_retry(
-                    lambda: reap_lost_trials(self.storage), stop=self.stop, what="reaping"
+                if time.monotonic() >= next_reap:
+                    # Lost workers are found by missed heartbeats, so looking more often
+                    # than once per interval finds nothing new.
+                    with_db_retry(
+                        lambda: reap_lost_trials(self.storage), stop=self.stop, what="reaping"
+                    )
+                    next_reap = time.monotonic() + self.heartbeat_interval
+                want = self.batch if max_trials is None else min(self.batch, max_trials - done)
+                claims = with_db_retry(
+                    functools.partial(self._claim, want), stop=self.stop, what="claiming"
                 )
-                claim = with_db_retry(
-                    lambda: claim_trial(self.storage, self.id, self.host, self.device, self.study),
-                    stop=self.stop,
-                    what="claiming",
-                )
-                if claim is None:
+                if not claims:
                     if exit_when_idle and not with_db_retry(
                         lambda: unfinished_studies(self.engine, self.study),
                         stop=self.stop,
@@ -117,8 +173,11 @@ class Worker:
                         break
                     self.stop.wait(min(1.0, self.heartbeat_interval))
                     continue
-                run_claimed_trial(claim, self.device, self.stop)
-                done += 1
+                if self.batch == 1:
+                    run_claimed_trial(claims[0], self.device, self.stop)
+                else:
+                    run_claimed_batch(claims, self.device, self.stop)
+                done += len(claims)
                 self._clear_trial()
         finally:
             self._beating.set()
@@ -127,6 +186,12 @@ class Worker:
             except Exception as exc:
                 log.warning("could not mark worker exited: %s", exc)
         return 0
+
+    def _claim(self, k: int) -> list[Claim]:
+        if self.batch == 1:
+            claim = claim_trial(self.storage, self.id, self.host, self.device, self.study)
+            return [] if claim is None else [claim]
+        return claim_trials(self.storage, self.id, self.host, self.device, self.study, k)
 
     def _clear_trial(self) -> None:
         with_db_retry(
@@ -193,11 +258,11 @@ def run_workers(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if heartbeat_interval <= 0:
         raise SystemExit(f"--heartbeat-interval must be > 0, got {heartbeat_interval}")
-    if batch != "1":
-        raise SystemExit("--batch: stacked trials are not available yet; use --batch 1")
+    k = parse_batch(batch)
     url = resolve_url(storage)
     if gpus is not None:
         args = ["--storage", url, "--heartbeat-interval", str(heartbeat_interval)]
+        args += ["--batch", batch]
         if study:
             args += ["--study", study]
         if max_trials is not None:
@@ -205,7 +270,8 @@ def run_workers(
         if exit_when_idle:
             args.append("--exit-when-idle")
         return _run_per_gpu(gpus, args)
-    worker = Worker(url, resolve_device(device), study, heartbeat_interval)
+    device = resolve_device(device)
+    worker = Worker(url, device, study, heartbeat_interval, k or auto_batch(device))
     _install_signal_handlers(worker.stop)
     started = time.monotonic()
     code = worker.run(max_trials, exit_when_idle)

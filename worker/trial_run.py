@@ -75,11 +75,24 @@ def _record(fn: Any, *args: Any, **kwargs: Any) -> None:
     with_db_retry(lambda: fn(*args, **kwargs), what="recording a result")
 
 
+def report_point(
+    trial: optuna.Trial, metric: str, epoch: int, point: dict[str, Any], curve: list[dict[str, Any]]
+) -> None:
+    """Add an epoch's point to the curve and show it to the pruner, which may stop the trial."""
+    curve.append({"epoch": epoch, **point})
+    value = point.get(metric)
+    if isinstance(value, int | float) and math.isfinite(value):
+        with_db_retry(lambda: trial.report(float(value), epoch), what="reporting")
+        if with_db_retry(trial.should_prune, what="reporting"):
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+
 def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
     trial, spec = claim.trial, claim.spec
     metric = str(spec.metric)
     started = time.monotonic()
     curve: list[dict[str, Any]] = []
+    outcome: dict[str, Any] | Exception
     try:
         setup = resolve_trial(spec, trial.params)
         trainer = load_trainer(spec.definition)
@@ -102,12 +115,7 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
                     # so pruning can act during the last one.
                     per_run = [r["curve"][epoch - 1] for r in runs if len(r["curve"]) >= epoch]
                     point = _aggregate([*per_run, dict(metrics)])
-                    curve.append({"epoch": epoch, **point})
-                    value = point.get(metric)
-                    if isinstance(value, int | float) and math.isfinite(value):
-                        with_db_retry(lambda: trial.report(float(value), epoch), what="reporting")
-                        if with_db_retry(trial.should_prune, what="reporting"):
-                            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+                    report_point(trial, metric, epoch, point, curve)
                 if stop.is_set():
                     raise WorkerInterrupted
 
@@ -115,8 +123,22 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
             runs.append({**result, "curve": epoch_metrics})
             if result.get("diverged"):
                 break
-        final = _aggregate([{k: v for k, v in r.items() if k != "curve"} for r in runs])
-    except optuna.TrialPruned:
+        outcome = _aggregate([{k: v for k, v in r.items() if k != "curve"} for r in runs])
+    except Exception as exc:
+        outcome = exc
+    record_outcome(claim, outcome, curve, time.monotonic() - started)
+
+
+def record_outcome(
+    claim: Claim,
+    outcome: dict[str, Any] | BaseException,
+    curve: list[dict[str, Any]],
+    wall: float,
+) -> None:
+    """Record how a trial ended: its final metrics, or the exception that stopped it."""
+    trial, spec = claim.trial, claim.spec
+    metric = str(spec.metric)
+    if isinstance(outcome, optuna.TrialPruned):
         _record(
             finish_trial,
             claim,
@@ -124,22 +146,26 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
             None,
             metrics=curve[-1] if curve else None,
             curve=curve,
-            wall_time_s=time.monotonic() - started,
+            wall_time_s=wall,
         )
         log.info("trial %s of %s pruned", trial.number, spec.name)
         return
-    except WorkerInterrupted:
+    if isinstance(outcome, WorkerInterrupted):
         _record(fail_and_maybe_retry, claim, "interrupted: worker stopped", retry_counts=False)
         log.info("trial %s of %s interrupted and queued again", trial.number, spec.name)
         return
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(outcome, BaseException):
+        reason = f"{type(outcome).__name__}: {outcome}"
         log.error(
-            "trial %s of %s failed: %s\n%s", trial.number, spec.name, reason, traceback.format_exc()
+            "trial %s of %s failed: %s\n%s",
+            trial.number,
+            spec.name,
+            reason,
+            "".join(traceback.format_exception(outcome)),
         )
         _record(fail_and_maybe_retry, claim, reason, retry_counts=True)
         return
-    wall = time.monotonic() - started
+    final = outcome
     value = final.get(metric)
     if final.get("diverged") or not isinstance(value, int | float) or not math.isfinite(value):
         # Divergence is the schedule's result, not an accident: it counts, and is not retried.

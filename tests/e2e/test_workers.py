@@ -16,9 +16,7 @@ RESULT_STATES = {"COMPLETE", "PRUNED"}
 
 def _results(trials: list[dict]) -> list[dict]:
     """Trials with a result of their own: complete, pruned, or diverged."""
-    return [
-        t for t in trials if t["state"] in RESULT_STATES or t["fail_reason"] == "diverged"
-    ]
+    return [t for t in trials if t["state"] in RESULT_STATES or t["fail_reason"] == "diverged"]
 
 
 def _training(server: Server, name: str) -> dict:

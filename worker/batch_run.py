@@ -1,0 +1,198 @@
+"""Train a batch of claimed trials of one study as stacks; record each as a lone trial.
+
+Claims whose configs share the task's ``stack_key`` train as one stacked model (see
+``worker.stacked``); the rest, and every claim of a task that cannot be stacked, run one by
+one through ``run_claimed_trial``. Each member keeps a single trial's behaviour: its own
+curve and ``trial.report``/``should_prune`` after every epoch, pruning and shutdown through
+its report, and its result recorded (complete, pruned, diverged, failed and retried) by
+the same code as a lone trial's, when it leaves the stack. The database work runs beside the
+training (see ``_Recorder``), so a pruned member trains one epoch past its pruning point.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import optuna
+
+from search_spaces import StudySpec, resolve_trial
+from worker.claims import Claim, can_stack
+from worker.stacked import StackMember
+from worker.tasks.base import check_noise
+from worker.trial_run import (
+    WorkerInterrupted,
+    _limit_torch_threads,
+    record_outcome,
+    report_point,
+    run_claimed_trial,
+)
+
+log = logging.getLogger("noisetune.worker")
+
+StackedTrainer = Callable[..., list[Any]]
+StackKey = Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def load_stacked_trainer(spec: StudySpec) -> tuple[StackedTrainer, StackKey] | None:
+    """The task's stacked trainer and its module's ``stack_key``; None if it has none."""
+    if not can_stack(spec):
+        return None
+    name = str(spec.definition.stacked_trainer)
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr), module.stack_key
+    except (ImportError, AttributeError) as exc:
+        log.error("task %s: cannot load stacked trainer %r (%s); training singly",
+                  spec.task, name, exc)  # fmt: skip
+        return None
+
+
+def plan_stacks(claims: list[Claim], stack_key: StackKey) -> list[list[Claim]]:
+    """Claims grouped by stack key, in claim order; a claim whose setup is bad runs alone."""
+    groups: dict[tuple[Any, ...], list[Claim]] = {}
+    alone: list[list[Claim]] = []
+    for claim in claims:
+        try:
+            setup = resolve_trial(claim.spec, claim.trial.params)
+            check_noise(setup.eta, setup.gamma)
+            key = stack_key(setup.config)
+        except Exception:
+            alone.append([claim])  # the single path reports the error as it always has
+            continue
+        groups.setdefault(key, []).append(claim)
+    return [*groups.values(), *alone]
+
+
+def run_claimed_batch(claims: list[Claim], device: str, stop: threading.Event) -> None:
+    """Train the claims (all of one study) group by group; record every one of them."""
+    if not claims:
+        return
+    stacked = load_stacked_trainer(claims[0].spec) if len(claims) > 1 else None
+    groups = [[c] for c in claims] if stacked is None else plan_stacks(claims, stacked[1])
+    for group in groups:
+        if stop.is_set():
+            # Not started: queued again at once, as a lone trial stopped at its first epoch is.
+            for claim in group:
+                _record_safely(claim, WorkerInterrupted(), [], 0.0)
+        elif len(group) == 1 or stacked is None:
+            for claim in group:
+                run_claimed_trial(claim, device, stop)
+        else:
+            _train_stack(group, device, stop, stacked[0])
+
+
+def _record_safely(
+    claim: Claim, outcome: dict[str, Any] | BaseException, curve: list[dict[str, Any]], wall: float
+) -> None:
+    try:
+        record_outcome(claim, outcome, curve, wall)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log.warning(
+            "trial %s was given up as lost meanwhile; its result is dropped", claim.trial.number
+        )
+
+
+class _Recorder:
+    """Reports and results of a stack's members, written by one background thread.
+
+    The stack trains on while the database takes an epoch's reports (a commit each): with
+    many members, waiting for them would cost more than the training. Jobs run in order, so
+    a member's points, pruning checks and result are written exactly as a lone trial's.
+    What a report decides (pruned, or a database error) reaches the member at its next
+    report, which first waits for it: a pruned member trains exactly one epoch more than a
+    lone trial would before it leaves the stack; that epoch is dropped, and its curve and
+    result are the lone trial's. The database never falls more than an epoch behind.
+    """
+
+    def __init__(self, group: list[Claim], stop: threading.Event) -> None:
+        self.group, self.stop = group, stop
+        self.started = time.monotonic()
+        self.curves: list[list[dict[str, Any]]] = [[] for _ in group]
+        self.stopped: list[BaseException | None] = [None] * len(group)
+        self.recorded = [False] * len(group)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stack-recorder")
+        self.jobs: list[Future[None]] = []
+        self.last: list[Future[None] | None] = [None] * len(group)
+
+    def report_for(self, i: int) -> Callable[[int, dict[str, float]], None]:
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            previous = self.last[i]
+            if previous is not None:
+                previous.result()  # the last epoch's report, and what it decided
+            stopped = self.stopped[i]
+            if stopped is not None:
+                raise stopped
+            job = self.pool.submit(self._report, i, epoch, dict(metrics))
+            self.last[i] = job
+            self.jobs.append(job)
+            if self.stop.is_set():
+                raise WorkerInterrupted
+
+        return report
+
+    def _report(self, i: int, epoch: int, metrics: dict[str, float]) -> None:
+        if self.stopped[i] is not None:
+            return  # an earlier report stopped this member; later epochs are not its own
+        claim = self.group[i]
+        try:
+            report_point(claim.trial, str(claim.spec.metric), epoch, metrics, self.curves[i])
+        except Exception as exc:
+            self.stopped[i] = exc
+
+    def done_for(self, i: int) -> Callable[[dict[str, Any] | BaseException], None]:
+        def done(result: dict[str, Any] | BaseException) -> None:
+            self.record(i, result)
+
+        return done
+
+    def record(self, i: int, result: dict[str, Any] | BaseException) -> None:
+        self.recorded[i] = True
+        wall = time.monotonic() - self.started
+        self.jobs.append(self.pool.submit(self._record, i, result, wall))
+
+    def _record(self, i: int, result: dict[str, Any] | BaseException, wall: float) -> None:
+        # What its own reports decided comes first, as it would have stopped a lone trial.
+        stopped = self.stopped[i]
+        outcome = stopped if stopped is not None else result
+        _record_safely(self.group[i], outcome, self.curves[i], wall)
+
+    def close(self) -> None:
+        """Wait for every report and result; a database failure is raised here."""
+        self.pool.shutdown(wait=True)
+        for job in self.jobs:
+            job.result()
+
+
+def _train_stack(
+    group: list[Claim], device: str, stop: threading.Event, train_stacked: StackedTrainer
+) -> None:
+    recorder = _Recorder(group, stop)
+    members = []
+    for i, claim in enumerate(group):
+        setup = resolve_trial(claim.spec, claim.trial.params)
+        members.append(
+            StackMember(
+                setup.config, setup.eta, setup.gamma, recorder.report_for(i), recorder.done_for(i)
+            )
+        )
+    log.info(
+        "training trials %s of %s as one stack of %d",
+        ", ".join(str(c.trial.number) for c in group), group[0].spec.name, len(group),
+    )  # fmt: skip
+    try:
+        _limit_torch_threads()
+        train_stacked(members, device=device)
+    except Exception as exc:
+        # The stack itself failed: every member still in it fails as a lone trial would.
+        for i in range(len(group)):
+            if not recorder.recorded[i]:
+                recorder.record(i, exc)
+    finally:
+        recorder.close()
