@@ -322,7 +322,6 @@ def reap_lost_trials(storage: optuna.storages.RDBStorage) -> int:
     Any worker may run this; the per-study lock and Optuna's refusal to update a finished
     trial make it safe when several do at once, or when the lost worker comes back.
     """
-    engine = storage.engine
     _reap_orphans(storage)
     query = sa.text(
         "SELECT r.trial_id, r.study_name, r.number, r.worker_id, r.attempt, w.heartbeat_at "
@@ -332,35 +331,74 @@ def reap_lost_trials(storage: optuna.storages.RDBStorage) -> int:
         "WHERE t.state = 'RUNNING' AND "
         "(w.state != 'alive' OR w.heartbeat_at < :now - 2 * w.heartbeat_interval)"
     )
-    with engine.connect() as conn:
+    with storage.engine.connect() as conn:
         lost = conn.execute(query, {"now": now()}).all()
     reaped = 0
     for trial_id, study_name, number, worker_id, attempt, heartbeat_at in lost:
-        with advisory_lock(engine, claim_lock_key(study_name)):
-            row = get_study_row(engine, study_name)
-            if row is None:
-                continue
-            frozen = storage.get_trial(trial_id)
-            if frozen.state != TrialState.RUNNING:
-                continue
-            spec = StudySpec.model_validate(row.spec)
-            reason = f"worker {worker_id} lost: no heartbeat since {heartbeat_at:.0f} (unix time)"
-            retry = attempt < spec.max_retries
-            try:
-                storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-                storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # its worker finished it after all
-            _mark_run(engine, trial_id, counted=not retry, reason=reason)
-            with engine.begin() as conn:
+        reason = f"worker {worker_id} lost: no heartbeat since {heartbeat_at:.0f} (unix time)"
+        if _give_up(storage, trial_id, study_name, number, attempt, reason, retry_counts=True):
+            reaped += 1
+            with storage.engine.begin() as conn:
                 conn.execute(
                     sa.update(workers_table)
                     .where(workers_table.c.id == worker_id, workers_table.c.state == "alive")
                     .values(state="lost")
                 )
-            if retry:
-                study = optuna.load_study(study_name=study_name, storage=storage)
-                requeue(study, frozen.params, attempt + 1, number)
-            reaped += 1
-            log.warning("trial %s of %s: %s", number, study_name, reason)
     return reaped
+
+
+def release_own_trials(storage: optuna.storages.RDBStorage, worker_id: str) -> int:
+    """Give up RUNNING trials of this worker that it is not training.
+
+    A worker trains one claim at a time, so before it claims again none of its trials should
+    be RUNNING. One is when a claim committed but its answer was lost to a dropped
+    connection and the claim was retried: its heartbeat would keep that trial RUNNING for
+    ever. It never trained, so its retry is free.
+    """
+    query = sa.text(
+        "SELECT r.trial_id, r.study_name, r.number, r.attempt FROM noisetune_trial_runs r "
+        "JOIN trials t ON t.trial_id = r.trial_id "
+        "WHERE r.worker_id = :w AND t.state = 'RUNNING'"
+    )
+    with storage.engine.connect() as conn:
+        mine = conn.execute(query, {"w": worker_id}).all()
+    reason = "claim interrupted by a database error"
+    return sum(
+        _give_up(storage, trial_id, study, number, attempt, reason, retry_counts=False)
+        for trial_id, study, number, attempt in mine
+    )
+
+
+def _give_up(
+    storage: optuna.storages.RDBStorage,
+    trial_id: int,
+    study_name: str,
+    number: int,
+    attempt: int,
+    reason: str,
+    *,
+    retry_counts: bool,
+) -> bool:
+    """FAIL a RUNNING trial nobody trains and queue its parameters again while retries last."""
+    engine = storage.engine
+    with advisory_lock(engine, claim_lock_key(study_name)):
+        row = get_study_row(engine, study_name)
+        if row is None:
+            return False
+        frozen = storage.get_trial(trial_id)
+        if frozen.state != TrialState.RUNNING:
+            return False
+        spec = StudySpec.model_validate(row.spec)
+        retry = not retry_counts or attempt < spec.max_retries
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # its worker finished it after all
+        _mark_run(engine, trial_id, counted=not retry, reason=reason)
+        params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
+        if retry and params:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            requeue(study, dict(params), attempt + 1 if retry_counts else attempt, number)
+    log.warning("trial %s of %s: %s", number, study_name, reason)
+    return True

@@ -36,6 +36,7 @@ from worker.claims import (
     claim_trial,
     claim_trials,
     reap_lost_trials,
+    release_own_trials,
     unfinished_studies,
 )
 from worker.db_retry import with_db_retry
@@ -44,7 +45,8 @@ from worker.trial_run import run_claimed_trial
 log = logging.getLogger("noisetune.worker")
 
 MAX_BATCH = 4096
-# On a CPU core a stack stops paying beyond about 16 members (benchmarks/batched.py).
+# On a CPU core the gain from stacking flattens out between 16 and 32 members
+# (benchmarks/batched.py); 16 keeps a stack's memory within a shared L3 cache.
 AUTO_CPU_BATCH = 16
 # Generous for the paper's networks: a 20 x 50 member on MNIST needs about 5 MB (weights,
 # gradients, noise buffer, optimizer state, activations); the rest is headroom.
@@ -188,6 +190,7 @@ class Worker:
         return 0
 
     def _claim(self, k: int) -> list[Claim]:
+        release_own_trials(self.storage, self.id)
         if self.batch == 1:
             claim = claim_trial(self.storage, self.id, self.host, self.device, self.study)
             return [] if claim is None else [claim]
