@@ -34,6 +34,8 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/noise_overhead.py
 	$(BIN)/python benchmarks/dashboard_scale.py
+	$(BIN)/python benchmarks/batched.py
+	$(BIN)/python benchmarks/control_plane.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
