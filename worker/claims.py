@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from search_spaces.storage import (
     trial_runs_table,
     workers_table,
 )
+from worker.tasks.base import json_safe
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -230,17 +230,6 @@ def suggest_all(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
         else:
             trial.suggest_categorical(name, p.choices)
     return trial.params
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities become null so that every backend stores valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _mark_run(engine: sa.Engine, trial_id: int, counted: bool, reason: str | None) -> None:

@@ -17,6 +17,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from worker.tasks.base import json_safe
+
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -53,17 +55,6 @@ def _number_or_text(value: Any) -> Any:
             return value
         if math.isfinite(number):
             return number
-    return value
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities become null, so the output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
     return value
 
 

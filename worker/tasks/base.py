@@ -81,3 +81,14 @@ def resolve_device(device: str) -> str:
         if (dev.index or 0) >= count:
             raise ValueError(f"device {device!r} is not available ({count} CUDA devices visible)")
     return device
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null, so metrics are strict JSON wherever they go."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
