@@ -263,10 +263,20 @@ def finish_trial(
     if fail_reason is not None:
         trial.set_user_attr("fail_reason", fail_reason)
     _mark_run(claim.engine, trial._trial_id, counted, fail_reason)
-    if state == TrialState.COMPLETE:
-        study.tell(trial, value)
-    else:
-        study.tell(trial, state=state)
+    try:
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    except ValueError:
+        # tell() refuses a finished trial with a ValueError: either a reaper gave this trial
+        # up, or a tell retried after a dropped connection had in fact committed.
+        now_state = trial.storage.get_trial(trial._trial_id).state
+        if now_state.is_finished():
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"trial {trial.number} is already {now_state.name}"
+            ) from None
+        raise
 
 
 def requeue(study: optuna.Study, params: dict[str, Any], attempt: int, retry_of: int) -> None:

@@ -138,7 +138,9 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while not self._beating.wait(self.heartbeat_interval):
             try:
-                self.beat()
+                # A worker given up as lost during a database outage is alive again: without
+                # this, every later trial of it would be reaped at once.
+                self.beat(state="alive")
             except Exception as exc:  # keep beating through a database restart
                 log.warning("heartbeat failed: %s", exc)
 
