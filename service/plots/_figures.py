@@ -59,8 +59,13 @@ def too_few_figure(info: TooFew, title: str) -> go.Figure:
     fig = figure(title, height=240)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
+    return add_note(fig, info.message)
+
+
+def add_note(fig: go.Figure, text: str) -> go.Figure:
+    """A grey message in the middle of the figure, where the data would be."""
     fig.add_annotation(
-        text=info.message,
+        text=text,
         showarrow=False,
         x=0.5,
         y=0.5,

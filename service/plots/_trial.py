@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 
 from search_spaces._study_spec import NAME_PATTERN
 from search_spaces.storage import get_study_row
-from service.plots._figures import FONT, STATE_COLORS
+from service.plots._figures import FONT, STATE_COLORS, add_note
 from service.studies import StudyNotFound
 
 # Curve keys that are bookkeeping, not metrics to draw.
@@ -71,16 +71,7 @@ def trial_curve_figure(info: TrialCurveInfo) -> go.Figure:
         legend={"orientation": "h", "y": -0.2},
     )
     if not info.epochs:
-        fig.add_annotation(
-            text="no epoch reported yet",
-            showarrow=False,
-            x=0.5,
-            y=0.5,
-            xref="paper",
-            yref="paper",
-            font={"size": 14, "color": "#6b7280"},
-        )
-        return fig
+        return add_note(fig, "no epoch reported yet")
     palette = ["#2563eb", "#dc2626", "#10b981", "#f59e0b", "#7c3aed", "#0891b2"]
     for col, group in enumerate(groups, start=1):
         for i, name in enumerate(group):
