@@ -5,15 +5,18 @@ Every measurement runs on a fresh PostgreSQL database (created and dropped here)
 
 * throughput: N real worker processes (`python -m worker`) beside N processes looping raw
   `study.ask()` / suggest eta, gamma / the same quadratic objective / `study.tell()`, for
-  N = 1, 4, 8. Both start together (workers poll, raw loops wait for a go signal) and only
-  trials completed inside the same window, after a warm-up, are counted.
+  N = 1, 4, 8. The raw objective reports every epoch (`trial.report`, `should_prune`) as
+  a worker does and as an Optuna objective with learning curves and a pruner would. Both
+  start together (workers poll, raw loops wait for a go signal) and only trials completed
+  inside the same window, after a warm-up, are counted.
 * per-trial overhead: from claim start to result recorded, minus the task's own time
   (epochs * sleep_s). For a worker that is `claim_seconds` (timed by the worker) plus
   datetime_complete - datetime_start (Optuna's own stamps; the trial is created inside
   the claim, so the few ms of ask() after creation are counted twice: an overestimate).
   For raw Optuna it is datetime_complete - datetime_start.
-* claim latency at 100, 1,000 and 10,000 finished trials (pre-filled in bulk SQL), from
-  the `claim_seconds` one worker records (its first 3 claims, the warm-up, left out).
+* claim latency at 100, 1,000 and 10,000 finished trials (pre-filled in bulk SQL, then
+  VACUUM ANALYZE), from the `claim_seconds` one worker records (its first 3 claims, the
+  warm-up, left out).
 
 Two views: epochs=1, sleep_s=0 (the bare overhead) and epochs=5, sleep_s=0.02 (short trials
 of 0.1 s, where per-epoch reporting shows). `control_plane_profile.py` shows where a
@@ -62,7 +65,7 @@ PG = os.environ.get("NOISETUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0
 STUDY = "bench"
 WARM_S = 1.5  # workers poll for studies once a second; let every process get going
 # (finished trials before, claims measured): fewer where each claim is known to be slow.
-LATENCY_RUNS = ((100, 60), (1_000, 30), (10_000, 12))
+LATENCY_RUNS = ((100, 60), (1_000, 40), (10_000, 40))
 VIEWS = {"bare": {"epochs": 1, "sleep_s": 0.0}, "short": {"epochs": 5, "sleep_s": 0.02}}
 
 
@@ -180,7 +183,11 @@ def run_workers(url: str, n: int, config: dict[str, Any], duration: float, logs:
 
 
 def raw_child(url: str, epochs: int, sleep_s: float) -> None:
-    """One raw Optuna process: ask, suggest, the same objective, tell, until the deadline."""
+    """One raw Optuna process: ask, suggest, the same objective, tell, until the deadline.
+
+    The objective reports each epoch and asks whether to prune, as an Optuna objective with
+    learning curves and a pruner does, and as a worker does for every trial.
+    """
     from worker.tasks.quadratic import train
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -194,7 +201,13 @@ def raw_child(url: str, epochs: int, sleep_s: float) -> None:
         trial = study.ask()
         eta = trial.suggest_categorical("eta", PAPER_ETAS)
         gamma = trial.suggest_float("gamma", 0.3, 1.0)
-        result = train(config, eta=float(eta), gamma=gamma)  # type: ignore[arg-type]
+
+        def report(epoch: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> None:
+            trial.report(metrics["loss"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned
+
+        result = train(config, eta=float(eta), gamma=gamma, report=report)  # type: ignore[arg-type]
         study.tell(trial, result["loss"])
 
 
@@ -282,6 +295,10 @@ def prefill(url: str, n: int, chunk: int = 2000) -> None:
                 for t, i in pairs
             ]  # fmt: skip
             conn.execute(trial_runs_table.insert(), runs)
+    # A real study of this size has long been analyzed by autovacuum; without this the
+    # planner works from empty-table statistics and autovacuum would run mid-measurement.
+    with storage.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
 
 
 def claim_latency(prefilled: int, n: int, claims: int, logs: Path) -> list[float]:

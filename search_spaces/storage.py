@@ -20,6 +20,8 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 
 DEFAULT_STORAGE = "sqlite:///noisetune.db"
@@ -84,12 +86,30 @@ tokens_table = sa.Table(
 )
 
 
+# Optuna's tables that noisetune writes besides Optuna (see write_user_attrs).
+optuna_trials = sa.table("trials", *map(sa.column, ("trial_id", "study_id", "number", "state")))
+optuna_user_attrs = sa.table(
+    "trial_user_attributes", *map(sa.column, ("trial_id", "key", "value_json"))
+)
+
+# A claimed trial holds one of its study's n_trials slots unless it was given up without a
+# result of its own (lost, interrupted, failed with retries left): those, and only those,
+# have a fail_reason and are not counted.
+HOLDS_SLOT = sa.or_(trial_runs_table.c.counted, trial_runs_table.c.fail_reason.is_(None))
+
+
 def resolve_url(url: str | None = None) -> str:
     """`--storage`, else ``NOISETUNE_STORAGE``, else a SQLite file in the working directory."""
     return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
-def engine_kwargs(url: str) -> dict[str, Any]:
+def engine_kwargs(url: str, pre_ping: bool = True) -> dict[str, Any]:
+    """Engine settings; `pre_ping` tests each pooled connection before use (one round trip).
+
+    The server pings, so a request after a database restart does not fail. Workers do not:
+    they retry any operation a dropped connection broke (worker.db_retry), and a ping per
+    checkout would double the round trips of their many small transactions.
+    """
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         # A long busy timeout lets several local workers queue for SQLite's one writer.
@@ -98,7 +118,7 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     return {
         "pool_size": 2,
         "max_overflow": 2,
-        "pool_pre_ping": True,
+        "pool_pre_ping": pre_ping,
         "pool_recycle": 300,
         # A host that drops packets fails fast instead of hanging health checks and claims.
         "connect_args": {"connect_timeout": 10},
@@ -114,6 +134,20 @@ def _sqlite_path(engine: Engine) -> str | None:
     return os.path.abspath(db)
 
 
+def _lock_id(key: str) -> int:
+    return zlib.crc32(key.encode()) - 2**31
+
+
+@contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    with open(path + ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @contextmanager
 def advisory_lock(engine: Engine, key: str) -> Iterator[None]:
     """A lock across processes: PostgreSQL advisory lock, or a lock file beside SQLite.
@@ -123,22 +157,44 @@ def advisory_lock(engine: Engine, key: str) -> Iterator[None]:
     """
     path = _sqlite_path(engine)
     if path is not None:
-        with open(path + ".lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with _file_lock(path):
+            yield
         return
-    lock_id = zlib.crc32(key.encode()) - 2**31
     with engine.connect() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _lock_id(key)})
         conn.commit()
         try:
             yield
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_id(key)})
             conn.commit()
+
+
+@contextmanager
+def autocommit(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection whose statements commit one by one: a read costs one round trip, not three
+    (BEGIN, the query, and the ROLLBACK that returning a connection to the pool sends)."""
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
+def locked_transaction(engine: Engine, key: str) -> Iterator[sa.Connection]:
+    """One transaction that holds the lock `key` (the same lock as advisory_lock) to its end.
+
+    On PostgreSQL the lock is a transaction-level advisory lock, so it is released by the
+    very commit that makes the transaction's writes visible: nobody holding the lock next
+    can see a state in between. On SQLite the lock file is released after the commit.
+    Other connections (Optuna's) may write while it is held; reads here see their commits.
+    """
+    path = _sqlite_path(engine)
+    if path is not None:
+        with _file_lock(path), engine.begin() as conn:
+            yield conn
+        return
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
+        yield conn
 
 
 def add_missing_columns(engine: Engine) -> None:
@@ -159,11 +215,11 @@ def add_missing_columns(engine: Engine) -> None:
 
 
 @cache
-def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
+def open_storage(url: str | None = None, *, pre_ping: bool = True) -> optuna.storages.RDBStorage:
     """Optuna's storage on `url` with noisetune's tables beside it; one per process and URL.
 
     Schema creation and migration run under a lock, so a fleet that starts at once is safe:
-    late starters wait and then find the schema in place.
+    late starters wait and then find the schema in place. `pre_ping`: see engine_kwargs.
     """
     url = resolve_url(url)
     probe = sa.create_engine(url, **engine_kwargs(url))
@@ -173,7 +229,8 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
                 with probe.connect() as conn:
                     # WAL lets readers (the dashboard) run beside the writer; it persists.
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+            kwargs = engine_kwargs(url, pre_ping)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             metadata.create_all(storage.engine)
             add_missing_columns(storage.engine)
     finally:
@@ -196,7 +253,7 @@ class StudyRow:
     created_at: float
 
 
-def _row(r: Any) -> StudyRow:
+def to_study_row(r: Any) -> StudyRow:
     return StudyRow(
         name=r.name,
         study_id=r.study_id,
@@ -211,13 +268,13 @@ def _row(r: Any) -> StudyRow:
 def get_study_row(engine: Engine, name: str) -> StudyRow | None:
     with engine.connect() as conn:
         r = conn.execute(sa.select(studies_table).where(studies_table.c.name == name)).first()
-    return None if r is None else _row(r)
+    return None if r is None else to_study_row(r)
 
 
 def list_study_rows(engine: Engine) -> list[StudyRow]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(studies_table).order_by(studies_table.c.created_at)).all()
-    return [_row(r) for r in rows]
+    return [to_study_row(r) for r in rows]
 
 
 def set_study_status(engine: Engine, name: str, status: str) -> None:
@@ -263,6 +320,36 @@ def study_progress(engine: Engine, name: str, study_id: int) -> Progress:
         waiting=by_state.get("WAITING", 0),
         by_state=by_state,
     )
+
+
+def used_slots(conn: sa.Connection, study_name: str) -> int:
+    """Slots of the study's budget held by claimed trials (HOLDS_SLOT): one indexed count."""
+    c = trial_runs_table.c
+    query = sa.select(sa.func.count()).where(c.study_name == study_name, HOLDS_SLOT)
+    return int(conn.execute(query).scalar_one())
+
+
+def write_user_attrs(conn: sa.Connection, attrs: dict[int, dict[str, Any]]) -> None:
+    """Set Optuna user attributes (``{trial_id: {key: value}}``) in the caller's transaction.
+
+    Stored as Optuna stores them (JSON text, one row per key, a new value replaces the old).
+    `Trial.set_user_attr` costs a transaction per attribute; a claim or a result writes
+    several at once. The caller checks, in the same transaction, that the trials are still
+    RUNNING: Optuna refuses to change a finished trial.
+    """
+    rows = [
+        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+        for trial_id, items in attrs.items()
+        for k, v in items.items()
+    ]
+    if not rows:
+        return
+    insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]
+    stmt = insert(optuna_user_attrs)
+    upsert = stmt.on_conflict_do_update(
+        index_elements=["trial_id", "key"], set_={"value_json": stmt.excluded.value_json}
+    )
+    conn.execute(upsert, rows)
 
 
 def study_status(row: StudyRow, progress: Progress) -> str:

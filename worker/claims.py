@@ -9,7 +9,9 @@ its parameters are queued again (up to the study's `max_retries`).
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -21,14 +23,21 @@ from optuna.trial import TrialState
 
 from search_spaces import FloatParam, IntParam, StudySpec, build_pruner, build_sampler
 from search_spaces.storage import (
+    HOLDS_SLOT,
     StudyRow,
     advisory_lock,
+    autocommit,
     get_study_row,
     list_study_rows,
+    locked_transaction,
     now,
+    optuna_trials,
+    studies_table,
     study_progress,
+    to_study_row,
     trial_runs_table,
     workers_table,
+    write_user_attrs,
 )
 from worker.tasks.base import json_safe
 
@@ -57,22 +66,66 @@ def _trial_cache(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseSto
     return optuna.storages._CachedStorage(storage)
 
 
+@functools.lru_cache(maxsize=256)
+def _loaded_study(storage: optuna.storages.RDBStorage, name: str, study_id: int) -> optuna.Study:
+    """A study object to copy per claim: load_study would cost a query every time."""
+    sampler = optuna.samplers.RandomSampler()  # each copy gets its own (see _ask)
+    return optuna.load_study(study_name=name, storage=_trial_cache(storage), sampler=sampler)
+
+
+@functools.lru_cache(maxsize=256)
+def _spec(name: str, created_at: float, spec: str) -> StudySpec:
+    # A study's spec never changes: validate it once per study, not once per claim.
+    return StudySpec.model_validate(json.loads(spec))
+
+
+def study_spec(row: StudyRow) -> StudySpec:
+    return _spec(row.name, row.created_at, json.dumps(row.spec, sort_keys=True))
+
+
+# Optuna's state column is an enum on PostgreSQL: compare with a literal, not a text parameter.
+RUNNING: sa.ColumnClause[Any] = sa.literal_column("'RUNNING'")
+
+
 def claim_lock_key(study_name: str) -> str:
     return f"noisetune-claim:{study_name}"
 
 
+def _open_claims(study_name: Any) -> Any:
+    """Claimed trials of a study with no result yet (a scalar subquery)."""
+    r = trial_runs_table.c
+    return (
+        sa.select(sa.func.count())
+        .where(r.study_name == study_name, sa.not_(r.counted), r.fail_reason.is_(None))
+        .scalar_subquery()
+    )
+
+
+def _used(study_name: Any) -> Any:
+    r = trial_runs_table.c
+    query = sa.select(sa.func.count()).where(r.study_name == study_name, HOLDS_SLOT)
+    return query.scalar_subquery()
+
+
 def servable_studies(engine: sa.Engine, only: str | None) -> list[StudyRow]:
-    """Running studies this worker may serve, best candidates first."""
-    ranked = []
-    for row in list_study_rows(engine):
-        if row.status != "running" or (only is not None and row.name != only):
-            continue
-        progress = study_progress(engine, row.name, row.study_id)
-        if progress.budget_left(row.n_trials) > 0:
-            # Higher priority first, then the study with the fewest running trials.
-            ranked.append((-row.priority, progress.running, row.created_at, row))
-    ranked.sort(key=lambda r: r[:3])
-    return [r[3] for r in ranked]
+    """Running studies with budget left that this worker may serve, best candidates first.
+
+    One query. The budget is checked again under the study's lock when claiming: this list
+    only saves locking studies that are plainly full.
+    """
+    s = studies_table.c
+    query = sa.select(
+        studies_table, _used(s.name).label("used"), _open_claims(s.name).label("open")
+    ).where(s.status == "running")
+    if only is not None:
+        query = query.where(s.name == only)
+    with autocommit(engine) as conn:
+        rows = conn.execute(query).all()
+    # Higher priority first, then the study with the fewest running trials.
+    ranked = sorted(
+        (r for r in rows if r.used < r.n_trials), key=lambda r: (-r.priority, r.open, r.created_at)
+    )
+    return [to_study_row(r) for r in ranked]
 
 
 def unfinished_studies(engine: sa.Engine, only: str | None) -> list[str]:
@@ -109,84 +162,108 @@ def claim_trials(
     only: str | None,
     k: int,
 ) -> list[Claim]:
-    """Start up to `k` trials of one study (the best servable one) under one lock acquisition.
+    """Start up to `k` trials of one study (the best servable one) in one locked transaction.
 
-    All of them are asked while the study's lock is held, each within the budget rule, so
-    a batch never overshoots `n_trials`; fewer than `k` come back when less budget is left,
-    and one when the study's trials cannot be stacked (`can_stack`). An empty list means
-    there is nothing to serve.
+    The budget check, every ask() and the claim records happen while the study's lock is
+    held, and the records commit together with the lock's release, so a batch never
+    overshoots `n_trials` and no other claimer sees a trial without its record. Fewer than
+    `k` come back when less budget is left, and one when the study's trials cannot be
+    stacked (`can_stack`). An empty list means there is nothing to serve.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     started = time.perf_counter()  # claim latency, lock wait included: see /metrics
     engine = storage.engine
     for candidate in servable_studies(engine, only):
-        with advisory_lock(engine, claim_lock_key(candidate.name)):
-            row = get_study_row(engine, candidate.name)
-            if row is None or row.status != "running":
+        with locked_transaction(engine, claim_lock_key(candidate.name)) as conn:
+            s, t = studies_table.c, optuna_trials.c
+            # Trial numbers run 0, 1, ... per study: the next new trial's is the count.
+            count = sa.select(sa.func.count()).where(t.study_id == s.study_id).scalar_subquery()
+            now_row = conn.execute(
+                sa.select(
+                    s.status, s.n_trials, _used(s.name).label("used"), count.label("trials")
+                ).where(s.name == candidate.name)
+            ).first()
+            if now_row is None or now_row.status != "running":
                 continue
-            _fail_orphans(storage, row)
-            progress = study_progress(engine, row.name, row.study_id)
-            spec = StudySpec.model_validate(row.spec)
+            spec = study_spec(candidate)
             # Trials that cannot share a stack run one after another: claiming more would
             # only leave them waiting while other workers could have trained them.
-            n = min(k if can_stack(spec) else 1, progress.budget_left(row.n_trials))
+            n = min(k if can_stack(spec) else 1, now_row.n_trials - now_row.used)
             if n <= 0:
                 continue
-            next_number = sum(progress.by_state.values())
-            asked: list[tuple[optuna.Study, optuna.Trial, int]] = []
-            for _ in range(n):
-                # One study object per trial: each samples with the sampler seeded for its
-                # own number, as a lone claim would.
-                study = optuna.load_study(
-                    study_name=row.name,
-                    storage=_trial_cache(storage),
-                    sampler=build_sampler(spec, trial_number=next_number),
-                    pruner=build_pruner(spec),
-                )
-                # ask() moves the trial to RUNNING, so it counts against the budget from here on.
-                trial = study.ask()
-                # A queued retry keeps its old number; only a new trial takes the next one.
-                next_number = max(next_number, trial.number + 1)
-                asked.append((study, trial, int(trial.user_attrs.get("attempt", 0))))
-            first = asked[0][1]
-            claim_seconds = time.perf_counter() - started
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.insert(trial_runs_table),
-                    [
-                        {
-                            "trial_id": trial._trial_id,
-                            "study_name": row.name,
-                            "number": trial.number,
-                            "worker_id": worker_id,
-                            "attempt": attempt,
-                            "counted": False,
-                            "claim_seconds": claim_seconds,
-                        }
-                        for _, trial, attempt in asked
-                    ],
-                )
-                # The worker row has room for one trial: the first; the heartbeat covers all.
-                conn.execute(
-                    sa.update(workers_table)
-                    .where(workers_table.c.id == worker_id)
-                    .values(
-                        study_name=row.name, trial_id=first._trial_id, trial_number=first.number
-                    )
-                )
+            asked = _ask(storage, candidate, spec, n, next_number=now_row.trials)
+            _record_claims(conn, candidate.name, asked, worker_id, host, device, started)
         claims = []
         for study, trial, attempt in asked:
             # Sampling happens outside the lock: it is the sampler's cost, not the claim's.
             suggest_all(trial, spec)
-            for key, value in {"worker": worker_id, "host": host, "device": device}.items():
-                trial.set_user_attr(key, value)
-            trial.set_user_attr("attempt", attempt)
             claims.append(
-                Claim(row=row, spec=spec, study=study, trial=trial, attempt=attempt, engine=engine)
-            )
+                Claim(row=candidate, spec=spec, study=study, trial=trial, attempt=attempt,
+                      engine=engine)
+            )  # fmt: skip
         return claims
     return []
+
+
+def _ask(
+    storage: optuna.storages.RDBStorage, row: StudyRow, spec: StudySpec, n: int, next_number: int
+) -> list[tuple[optuna.Study, optuna.Trial, int]]:
+    """ask() `n` trials; each moves to RUNNING and holds a slot of the budget from here on."""
+    asked = []
+    for _ in range(n):
+        # One study object per trial: each samples with the sampler seeded for its own
+        # number, as a lone claim would.
+        study = copy.copy(_loaded_study(storage, row.name, row.study_id))
+        study.sampler = build_sampler(spec, trial_number=next_number)
+        study.pruner = build_pruner(spec)
+        trial = study.ask()
+        # A queued retry keeps its old number; only a new trial takes the next one.
+        next_number = max(next_number, trial.number + 1)
+        asked.append((study, trial, int(trial.user_attrs.get("attempt", 0))))
+    return asked
+
+
+def _record_claims(
+    conn: sa.Connection,
+    study_name: str,
+    asked: list[tuple[optuna.Study, optuna.Trial, int]],
+    worker_id: str,
+    host: str,
+    device: str,
+    started: float,
+) -> None:
+    """The claim records, the worker's current trial and who runs each trial: one transaction."""
+    claim_seconds = time.perf_counter() - started
+    conn.execute(
+        sa.insert(trial_runs_table),
+        [
+            {
+                "trial_id": trial._trial_id,
+                "study_name": study_name,
+                "number": trial.number,
+                "worker_id": worker_id,
+                "attempt": attempt,
+                "counted": False,
+                "claim_seconds": claim_seconds,
+            }
+            for _, trial, attempt in asked
+        ],
+    )
+    first = asked[0][1]
+    # The worker row has room for one trial: the first; the heartbeat covers all.
+    conn.execute(
+        sa.update(workers_table)
+        .where(workers_table.c.id == worker_id)
+        .values(study_name=study_name, trial_id=first._trial_id, trial_number=first.number)
+    )
+    who = {"worker": worker_id, "host": host, "device": device}
+    attrs = {}
+    for _, trial, attempt in asked:
+        # A queued retry came with its attempt already set.
+        extra = {} if "attempt" in trial.user_attrs else {"attempt": attempt}
+        attrs[trial._trial_id] = {**who, **extra}
+    write_user_attrs(conn, attrs)
 
 
 ORPHANS = sa.text(
@@ -199,9 +276,10 @@ ORPHANS = sa.text(
 def _fail_orphans(storage: optuna.storages.RDBStorage, row: StudyRow) -> None:
     """FAIL trials left RUNNING by a worker that died between ask() and recording its claim.
 
-    Claims of one study are serialized by its lock, so while we hold it a RUNNING trial with
-    no claim record can only belong to a claimer that died. It never trained: it does not
-    count, and a queued retry it had popped is queued again.
+    A claim asks and records its trials in one transaction under the study's lock, so while
+    we hold the lock a RUNNING trial with no claim record can only belong to a claimer that
+    died. It never trained and holds no slot of the budget; a queued retry it had popped is
+    queued again. The reaper looks for these (see _reap_orphans), claims do not.
     """
     with storage.engine.connect() as conn:
         orphans = [r[0] for r in conn.execute(ORPHANS, {"s": row.study_id})]
@@ -252,17 +330,35 @@ def finish_trial(
     fail_reason: str | None = None,
     counted: bool = True,
 ) -> None:
-    """Record a trial's result: its attributes first, then the state change (tell)."""
+    """Record a trial's result: its attributes and claim record in one transaction, then tell.
+
+    Raises UpdateFinishedTrialError when the trial was finished meanwhile (a reaper gave it
+    up, or a retried tell after a dropped connection had in fact committed).
+    """
     trial, study = claim.trial, claim.study
+    attrs: dict[str, Any] = {}
     if metrics is not None:
-        trial.set_user_attr("metrics", json_safe(metrics))
+        attrs["metrics"] = json_safe(metrics)
     if curve is not None:
-        trial.set_user_attr("curve", json_safe(curve))
+        attrs["curve"] = json_safe(curve)
     if wall_time_s is not None:
-        trial.set_user_attr("wall_time_s", round(wall_time_s, 3))
+        attrs["wall_time_s"] = round(wall_time_s, 3)
     if fail_reason is not None:
-        trial.set_user_attr("fail_reason", fail_reason)
-    _mark_run(claim.engine, trial._trial_id, counted, fail_reason)
+        attrs["fail_reason"] = fail_reason
+    with claim.engine.begin() as conn:
+        t, r = optuna_trials.c, trial_runs_table.c
+        # Optuna refuses to change a finished trial; so does this.
+        running = sa.exists().where(t.trial_id == trial._trial_id, t.state == RUNNING)
+        marked = conn.execute(
+            sa.update(trial_runs_table)
+            .where(r.trial_id == trial._trial_id, running)
+            .values(counted=counted, fail_reason=fail_reason)
+        )
+        if marked.rowcount == 0:
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"trial {trial.number} is no longer running"
+            )
+        write_user_attrs(conn, {trial._trial_id: attrs})
     try:
         if state == TrialState.COMPLETE:
             study.tell(trial, value)

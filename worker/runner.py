@@ -99,7 +99,7 @@ class Worker:
         heartbeat_interval: float,
         batch: int = 1,
     ) -> None:
-        self.storage = open_storage(storage_url)
+        self.storage = open_storage(storage_url, pre_ping=False)
         self.engine = self.storage.engine
         self.device = device
         self.study = study
@@ -109,6 +109,10 @@ class Worker:
         self.id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stop = threading.Event()
         self._beating = threading.Event()
+        # Whether the last claim may have committed without us hearing back (see _claim).
+        self._claim_in_doubt = False
+        # Whether our row names a trial we have finished (cleared when we go idle).
+        self._shows_trial = False
 
     # -- registration and heartbeat ---------------------------------------------------------
     def register(self) -> None:
@@ -168,6 +172,8 @@ class Worker:
                     functools.partial(self._claim, want), stop=self.stop, what="claiming"
                 )
                 if not claims:
+                    if self._shows_trial:
+                        self._clear_trial()
                     if exit_when_idle and not with_db_retry(
                         lambda: unfinished_studies(self.engine, self.study),
                         stop=self.stop,
@@ -182,7 +188,6 @@ class Worker:
                 else:
                     run_claimed_batch(claims, self.device, self.stop)
                 done += len(claims)
-                self._clear_trial()
         finally:
             self._beating.set()
             try:
@@ -192,18 +197,28 @@ class Worker:
         return 0
 
     def _claim(self, k: int) -> list[Claim]:
-        release_own_trials(self.storage, self.id)
+        if self._claim_in_doubt:
+            # The last claim failed on a database error, perhaps after its commit: trials it
+            # started would otherwise stay RUNNING under our heartbeat for ever.
+            release_own_trials(self.storage, self.id)
+        self._claim_in_doubt = True
         if self.batch == 1:
             claim = claim_trial(self.storage, self.id, self.host, self.device, self.study)
-            return [] if claim is None else [claim]
-        return claim_trials(self.storage, self.id, self.host, self.device, self.study, k)
+            claims = [] if claim is None else [claim]
+        else:
+            claims = claim_trials(self.storage, self.id, self.host, self.device, self.study, k)
+        self._claim_in_doubt = False
+        self._shows_trial = self._shows_trial or bool(claims)
+        return claims
 
     def _clear_trial(self) -> None:
+        """Our row stops naming a trial: only when idle, as the next claim replaces it."""
         with_db_retry(
             lambda: self.beat(study_name=None, trial_id=None, trial_number=None),
             stop=self.stop,
             what="heartbeat",
         )
+        self._shows_trial = False
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
