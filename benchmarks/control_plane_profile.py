@@ -34,6 +34,7 @@ from search_spaces.storage import open_storage  # noqa: E402
 
 OURS = (str(ROOT / "worker"), str(ROOT / "search_spaces"))
 # Plumbing frames that add nothing to a label.
+SORT = "cumulative"
 PLUMBING = {"<lambda>", "with_db_retry", "_record", "run", "_claim", "claim_trial", "helper"}
 
 
@@ -136,7 +137,7 @@ def profile_worker(trials: int, epochs: int, top: int) -> None:
     for label, n in sorted(trips.count.items(), key=lambda kv: -trips.seconds[kv[0]]):
         print(f"{n / trials:>9.2f} {1000 * trips.seconds[label] / trials:>6.2f}  {label}")
     out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
+    stats = pstats.Stats(profiler, stream=out).sort_stats(SORT)
     stats.print_stats(top)
     print("\n" + out.getvalue().split("\n", 6)[-1])
 

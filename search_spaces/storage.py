@@ -75,6 +75,19 @@ trial_runs_table = sa.Table(
     sa.Column("claim_seconds", sa.Float),
 )
 
+# A slot of a study's budget taken by a claim that has not recorded its trials yet: claims
+# reserve under the study's lock, then ask Optuna outside it. A claimer that dies leaves
+# its reservations to the reaper (they are freed once its worker is found lost).
+reservations_table = sa.Table(
+    "noisetune_reservations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(64), nullable=False, index=True),
+    sa.Column("worker_id", sa.String(64), nullable=False, index=True),
+    sa.Column("claim", sa.String(32), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 tokens_table = sa.Table(
     "noisetune_tokens",
     metadata,
@@ -320,13 +333,6 @@ def study_progress(engine: Engine, name: str, study_id: int) -> Progress:
         waiting=by_state.get("WAITING", 0),
         by_state=by_state,
     )
-
-
-def used_slots(conn: sa.Connection, study_name: str) -> int:
-    """Slots of the study's budget held by claimed trials (HOLDS_SLOT): one indexed count."""
-    c = trial_runs_table.c
-    query = sa.select(sa.func.count()).where(c.study_name == study_name, HOLDS_SLOT)
-    return int(conn.execute(query).scalar_one())
 
 
 def write_user_attrs(conn: sa.Connection, attrs: dict[int, dict[str, Any]]) -> None:

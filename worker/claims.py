@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from search_spaces.storage import (
     locked_transaction,
     now,
     optuna_trials,
+    reservations_table,
     studies_table,
     study_progress,
     to_study_row,
@@ -102,9 +104,11 @@ def _open_claims(study_name: Any) -> Any:
 
 
 def _used(study_name: Any) -> Any:
-    r = trial_runs_table.c
-    query = sa.select(sa.func.count()).where(r.study_name == study_name, HOLDS_SLOT)
-    return query.scalar_subquery()
+    """Slots of a study's budget in use: claimed trials that hold one, and reservations."""
+    r, p = trial_runs_table.c, reservations_table.c
+    held = sa.select(sa.func.count()).where(r.study_name == study_name, HOLDS_SLOT)
+    reserved = sa.select(sa.func.count()).where(p.study_name == study_name)
+    return held.scalar_subquery() + reserved.scalar_subquery()
 
 
 def servable_studies(engine: sa.Engine, only: str | None) -> list[StudyRow]:
@@ -135,7 +139,8 @@ def unfinished_studies(engine: sa.Engine, only: str | None) -> list[str]:
         if only is not None and row.name != only:
             continue
         progress = study_progress(engine, row.name, row.study_id)
-        if row.status == "running" and progress.counted < row.n_trials:
+        # A running trial may yet fail and be queued again, or be an orphan to reap.
+        if row.status == "running" and (progress.counted < row.n_trials or progress.running):
             names.append(row.name)
     return names
 
@@ -162,41 +167,41 @@ def claim_trials(
     only: str | None,
     k: int,
 ) -> list[Claim]:
-    """Start up to `k` trials of one study (the best servable one) in one locked transaction.
+    """Start up to `k` trials of one study (the best servable one).
 
-    The budget check, every ask() and the claim records happen while the study's lock is
-    held, and the records commit together with the lock's release, so a batch never
-    overshoots `n_trials` and no other claimer sees a trial without its record. Fewer than
-    `k` come back when less budget is left, and one when the study's trials cannot be
-    stacked (`can_stack`). An empty list means there is nothing to serve.
+    Three steps: reserve budget slots in a short transaction under the study's lock (so
+    racing workers never overshoot `n_trials`), ask() Optuna outside the lock, then record
+    the claims and drop the reservations in one transaction. Fewer than `k` come back when
+    less budget is left, and one when the study's trials cannot be stacked (`can_stack`).
+    An empty list means there is nothing to serve.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     started = time.perf_counter()  # claim latency, lock wait included: see /metrics
     engine = storage.engine
     for candidate in servable_studies(engine, only):
-        with locked_transaction(engine, claim_lock_key(candidate.name)) as conn:
-            s, t = studies_table.c, optuna_trials.c
-            # Trial numbers run 0, 1, ... per study: the next new trial's is the count.
-            count = sa.select(sa.func.count()).where(t.study_id == s.study_id).scalar_subquery()
-            now_row = conn.execute(
-                sa.select(
-                    s.status, s.n_trials, _used(s.name).label("used"), count.label("trials")
-                ).where(s.name == candidate.name)
-            ).first()
-            if now_row is None or now_row.status != "running":
-                continue
-            spec = study_spec(candidate)
-            # Trials that cannot share a stack run one after another: claiming more would
-            # only leave them waiting while other workers could have trained them.
-            n = min(k if can_stack(spec) else 1, now_row.n_trials - now_row.used)
-            if n <= 0:
-                continue
-            asked = _ask(storage, candidate, spec, n, next_number=now_row.trials)
-            _record_claims(conn, candidate.name, asked, worker_id, host, device, started)
+        spec = study_spec(candidate)
+        # Trials that cannot share a stack run one after another: claiming more would only
+        # leave them waiting while other workers could have trained them.
+        reserved = _reserve(engine, candidate.name, worker_id, k if can_stack(spec) else 1)
+        if reserved is None:
+            continue
+        claim_id, n, first_seed_number = reserved
+        try:
+            asked = _ask(storage, candidate, spec, n, first_seed_number)
+            with engine.begin() as conn:
+                _record_claims(conn, candidate.name, asked, worker_id, host, device, started)
+                conn.execute(
+                    sa.delete(reservations_table).where(reservations_table.c.claim == claim_id)
+                )
+        except BaseException:
+            # Free the slots now rather than when the reaper finds this worker lost. A trial
+            # asked but not recorded is an orphan: the reaper fails it (see _reap_orphans).
+            _drop_reservations(engine, reservations_table.c.claim == claim_id)
+            raise
         claims = []
         for study, trial, attempt in asked:
-            # Sampling happens outside the lock: it is the sampler's cost, not the claim's.
+            # Sampling happens after the claim: it is the sampler's cost, not the claim's.
             suggest_all(trial, spec)
             claims.append(
                 Claim(row=candidate, spec=spec, study=study, trial=trial, attempt=attempt,
@@ -206,20 +211,58 @@ def claim_trials(
     return []
 
 
+def _reserve(
+    engine: sa.Engine, study_name: str, worker_id: str, want: int
+) -> tuple[str, int, int] | None:
+    """Reserve up to `want` slots of the study's budget: (claim id, slots, first seed number).
+
+    Seed numbers: trial numbers run 0, 1, ... per study, and every reservation will become
+    a trial, so trials + reservations is the number the next new trial will most likely
+    get. A lone worker's trials are seeded by their own numbers (replays are exact); racing
+    workers never share a seed number.
+    """
+    s, t, p = studies_table.c, optuna_trials.c, reservations_table.c
+    trials = sa.select(sa.func.count()).where(t.study_id == s.study_id).scalar_subquery()
+    pending = sa.select(sa.func.count()).where(p.study_name == s.name).scalar_subquery()
+    query = sa.select(
+        s.status, s.n_trials, _used(s.name).label("used"), (trials + pending).label("next")
+    ).where(s.name == study_name)
+    with locked_transaction(engine, claim_lock_key(study_name)) as conn:
+        row = conn.execute(query).first()
+        if row is None or row.status != "running":
+            return None
+        n = min(want, row.n_trials - row.used)
+        if n <= 0:
+            return None
+        claim_id = uuid.uuid4().hex
+        slot = {"study_name": study_name, "worker_id": worker_id, "claim": claim_id}
+        conn.execute(sa.insert(reservations_table), [{**slot, "created_at": now()}] * n)
+    return claim_id, n, int(row.next)
+
+
+def _drop_reservations(engine: sa.Engine, which: Any) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(reservations_table).where(which))
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("could not free reserved slots (the reaper will): %s", exc)
+
+
 def _ask(
-    storage: optuna.storages.RDBStorage, row: StudyRow, spec: StudySpec, n: int, next_number: int
+    storage: optuna.storages.RDBStorage,
+    row: StudyRow,
+    spec: StudySpec,
+    n: int,
+    first_seed_number: int,
 ) -> list[tuple[optuna.Study, optuna.Trial, int]]:
-    """ask() `n` trials; each moves to RUNNING and holds a slot of the budget from here on."""
+    """ask() `n` trials: each moves to RUNNING (or a queued retry is taken)."""
     asked = []
-    for _ in range(n):
-        # One study object per trial: each samples with the sampler seeded for its own
-        # number, as a lone claim would.
+    for i in range(n):
+        # One study object per trial, its sampler seeded for its own number.
         study = copy.copy(_loaded_study(storage, row.name, row.study_id))
-        study.sampler = build_sampler(spec, trial_number=next_number)
+        study.sampler = build_sampler(spec, trial_number=first_seed_number + i)
         study.pruner = build_pruner(spec)
         trial = study.ask()
-        # A queued retry keeps its old number; only a new trial takes the next one.
-        next_number = max(next_number, trial.number + 1)
         asked.append((study, trial, int(trial.user_attrs.get("attempt", 0))))
     return asked
 
@@ -266,36 +309,39 @@ def _record_claims(
     write_user_attrs(conn, attrs)
 
 
-ORPHANS = sa.text(
-    "SELECT t.trial_id FROM trials t LEFT JOIN noisetune_trial_runs r "
-    "ON r.trial_id = t.trial_id "
-    "WHERE t.study_id = :s AND t.state = 'RUNNING' AND r.trial_id IS NULL"
-)
+# A trial is asked before its claim is recorded, so a RUNNING trial without a claim record
+# is normally a claim in flight (milliseconds); seen so for a while, its claimer is dead.
+# trial id -> when this process first saw it RUNNING without a claim record.
+_orphans_seen: dict[int, float] = {}
 
 
-def _fail_orphans(storage: optuna.storages.RDBStorage, row: StudyRow) -> None:
-    """FAIL trials left RUNNING by a worker that died between ask() and recording its claim.
+def _fail_orphan(storage: optuna.storages.RDBStorage, trial_id: int, study_name: str) -> None:
+    """FAIL a trial left RUNNING by a worker that died between ask() and recording its claim.
 
-    A claim asks and records its trials in one transaction under the study's lock, so while
-    we hold the lock a RUNNING trial with no claim record can only belong to a claimer that
-    died. It never trained and holds no slot of the budget; a queued retry it had popped is
-    queued again. The reaper looks for these (see _reap_orphans), claims do not.
+    It never trained and holds no slot of the budget (its reservation goes with its lost
+    worker); a queued retry it had popped is queued again.
     """
-    with storage.engine.connect() as conn:
-        orphans = [r[0] for r in conn.execute(ORPHANS, {"s": row.study_id})]
-    for trial_id in orphans:
+    with advisory_lock(storage.engine, claim_lock_key(study_name)):
+        with autocommit(storage.engine) as conn:
+            recorded = conn.execute(
+                sa.select(trial_runs_table.c.trial_id).where(
+                    trial_runs_table.c.trial_id == trial_id
+                )
+            ).first()
         frozen = storage.get_trial(trial_id)
+        if recorded is not None or frozen.state != TrialState.RUNNING:
+            return  # its claim was recorded after all, or it is finished
         try:
             storage.set_trial_user_attr(trial_id, "fail_reason", "worker lost while claiming")
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+            return
         fixed = frozen.system_attrs.get("fixed_params")
         if fixed:
-            study = optuna.load_study(study_name=row.name, storage=storage)
+            study = optuna.load_study(study_name=study_name, storage=storage)
             attempt = int(frozen.user_attrs.get("attempt", 0))
             requeue(study, dict(fixed), attempt, frozen.number)
-        log.warning("trial %s of %s: worker lost while claiming", frozen.number, row.name)
+    log.warning("trial %s of %s: worker lost while claiming", frozen.number, study_name)
 
 
 def suggest_all(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -394,30 +440,45 @@ def fail_and_maybe_retry(claim: Claim, reason: str, *, retry_counts: bool) -> bo
     return retry
 
 
-def _reap_orphans(storage: optuna.storages.RDBStorage) -> None:
-    """Orphans can hold a study's last budget slot, so claims alone would never see them."""
+def _reap_orphans(storage: optuna.storages.RDBStorage, grace_s: float) -> None:
+    """FAIL the trials this process has seen RUNNING without a claim record for `grace_s`."""
     query = sa.text(
-        "SELECT DISTINCT s.name FROM trials t "
+        "SELECT t.trial_id, s.name FROM trials t "
         "JOIN noisetune_studies s ON s.study_id = t.study_id "
         "LEFT JOIN noisetune_trial_runs r ON r.trial_id = t.trial_id "
         "WHERE t.state = 'RUNNING' AND r.trial_id IS NULL"
     )
-    with storage.engine.connect() as conn:
-        names = [r[0] for r in conn.execute(query)]
-    for name in names:
-        with advisory_lock(storage.engine, claim_lock_key(name)):
-            row = get_study_row(storage.engine, name)
-            if row is not None:
-                _fail_orphans(storage, row)
+    with autocommit(storage.engine) as conn:
+        found: dict[int, str] = {row[0]: row[1] for row in conn.execute(query)}
+    clock = time.monotonic()
+    for trial_id in set(_orphans_seen) - set(found):
+        del _orphans_seen[trial_id]
+    for trial_id, study_name in found.items():
+        if clock - _orphans_seen.setdefault(trial_id, clock) >= grace_s:
+            _fail_orphan(storage, trial_id, study_name)
+            del _orphans_seen[trial_id]
 
 
-def reap_lost_trials(storage: optuna.storages.RDBStorage) -> int:
+def _free_lost_reservations(storage: optuna.storages.RDBStorage) -> None:
+    """Budget slots reserved by workers found lost (or gone) return to their studies."""
+    w, p = workers_table.c, reservations_table.c
+    lost = sa.select(w.id).where(
+        sa.or_(w.state != "alive", w.heartbeat_at < now() - 2 * w.heartbeat_interval)
+    )
+    _drop_reservations(storage.engine, p.worker_id.in_(lost))
+
+
+def reap_lost_trials(storage: optuna.storages.RDBStorage, orphan_grace_s: float = 20.0) -> int:
     """FAIL the RUNNING trials whose worker missed two of its own heartbeats; queue them again.
 
+    Also frees the budget slots lost workers had reserved, and fails orphans: trials
+    RUNNING without a claim record that this process has seen for `orphan_grace_s` (a
+    worker passes two of its heartbeat intervals; it reaps once per interval).
     Any worker may run this; the per-study lock and Optuna's refusal to update a finished
     trial make it safe when several do at once, or when the lost worker comes back.
     """
-    _reap_orphans(storage)
+    _free_lost_reservations(storage)
+    _reap_orphans(storage, orphan_grace_s)
     query = sa.text(
         "SELECT r.trial_id, r.study_name, r.number, r.worker_id, r.attempt, w.heartbeat_at "
         "FROM noisetune_trial_runs r "
@@ -448,8 +509,12 @@ def release_own_trials(storage: optuna.storages.RDBStorage, worker_id: str) -> i
     A worker trains one claim at a time, so before it claims again none of its trials should
     be RUNNING. One is when a claim committed but its answer was lost to a dropped
     connection and the claim was retried: its heartbeat would keep that trial RUNNING for
-    ever. It never trained, so its retry is free.
+    ever. It never trained, so its retry is free. Reservations of such a claim go too.
     """
+    with storage.engine.begin() as conn:
+        conn.execute(
+            sa.delete(reservations_table).where(reservations_table.c.worker_id == worker_id)
+        )
     query = sa.text(
         "SELECT r.trial_id, r.study_name, r.number, r.attempt FROM noisetune_trial_runs r "
         "JOIN trials t ON t.trial_id = r.trial_id "

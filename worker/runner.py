@@ -163,9 +163,7 @@ class Worker:
                 if time.monotonic() >= next_reap:
                     # Lost workers are found by missed heartbeats, so looking more often
                     # than once per interval finds nothing new.
-                    with_db_retry(
-                        lambda: reap_lost_trials(self.storage), stop=self.stop, what="reaping"
-                    )
+                    with_db_retry(self._reap, stop=self.stop, what="reaping")
                     next_reap = time.monotonic() + self.heartbeat_interval
                 want = self.batch if max_trials is None else min(self.batch, max_trials - done)
                 claims = with_db_retry(
@@ -195,6 +193,9 @@ class Worker:
             except Exception as exc:
                 log.warning("could not mark worker exited: %s", exc)
         return 0
+
+    def _reap(self) -> None:
+        reap_lost_trials(self.storage, orphan_grace_s=2 * self.heartbeat_interval)
 
     def _claim(self, k: int) -> list[Claim]:
         if self._claim_in_doubt:
