@@ -419,6 +419,12 @@ def finish_trial(
                 f"trial {trial.number} is already {now_state.name}"
             ) from None
         raise
+    except RuntimeError:
+        # GridSampler's after_trial calls study.stop() once every point was tried, which
+        # Optuna allows only inside optimize(); tell() has stored the result by then. A pull
+        # worker has no loop to stop: the study's n_trials ends it.
+        if not trial.storage.get_trial(trial._trial_id).state.is_finished():
+            raise
 
 
 def requeue(study: optuna.Study, params: dict[str, Any], attempt: int, retry_of: int) -> None:

@@ -183,3 +183,28 @@ def test_a_claim_records_who_runs_it_and_a_result_its_attributes(
     with storage.engine.connect() as conn:
         worker = conn.execute(sa.select(workers_table).where(workers_table.c.id == "w")).one()
     assert (worker.study_name, worker.trial_number) == ("s", 0)
+
+
+def test_the_last_point_of_a_grid_is_recorded_without_error(
+    storage: optuna.storages.RDBStorage,
+) -> None:
+    # GridSampler stops the study once every point was tried, which Optuna allows only
+    # inside optimize(); a worker's last result must still be recorded cleanly.
+    spec = {
+        "name": "grid",
+        "task": "quadratic",
+        "search_space": "paper",
+        "n_trials": 3,
+        "sampler": {"type": "grid"},
+        "pruner": {"type": "none"},
+    }
+    create_study(storage, StudySpec.model_validate(spec))
+    register(storage, "w", heartbeat_age=0.0)
+    seen = set()
+    for _ in range(3):
+        claim = claim_trial(storage, "w", "h", "cpu", "grid")
+        assert claim is not None
+        seen.add(claim.trial.params["eta"])
+        finish_trial(claim, TrialState.COMPLETE, 1.0)
+    assert len(seen) == 3
+    assert states(storage, "grid") == ["COMPLETE"] * 3
