@@ -41,6 +41,7 @@ from search_spaces.storage import (
     workers_table,
     write_user_attrs,
 )
+from worker.optuna_tell import tell
 from worker.tasks.base import json_safe
 
 log = logging.getLogger(__name__)
@@ -406,23 +407,11 @@ def finish_trial(
             )
         write_user_attrs(conn, {trial._trial_id: attrs})
     try:
-        if state == TrialState.COMPLETE:
-            study.tell(trial, value)
-        else:
-            study.tell(trial, state=state)
-    except ValueError:
-        # tell() refuses a finished trial with a ValueError: either a reaper gave this trial
-        # up, or a tell retried after a dropped connection had in fact committed.
-        now_state = trial.storage.get_trial(trial._trial_id).state
-        if now_state.is_finished():
-            raise optuna.exceptions.UpdateFinishedTrialError(
-                f"trial {trial.number} is already {now_state.name}"
-            ) from None
-        raise
+        tell(study, trial, state, value)
     except RuntimeError:
         # GridSampler's after_trial calls study.stop() once every point was tried, which
-        # Optuna allows only inside optimize(); tell() has stored the result by then. A pull
-        # worker has no loop to stop: the study's n_trials ends it.
+        # Optuna allows only inside optimize(); the state is stored by then. A pull worker
+        # has no loop to stop: the study's n_trials ends it.
         if not trial.storage.get_trial(trial._trial_id).state.is_finished():
             raise
 

@@ -208,3 +208,31 @@ def test_the_last_point_of_a_grid_is_recorded_without_error(
         finish_trial(claim, TrialState.COMPLETE, 1.0)
     assert len(seen) == 3
     assert states(storage, "grid") == ["COMPLETE"] * 3
+
+
+@pytest.mark.parametrize("told_by", ["worker", "optuna"])
+def test_results_are_told_as_study_tell_tells_them(
+    storage: optuna.storages.RDBStorage, told_by: str
+) -> None:
+    make_study(storage, "s", n_trials=3)
+    register(storage, "w", heartbeat_age=0.0)
+    pruned, done, failed = (claim_trial(storage, "w", "h", "cpu", "s") for _ in range(3))
+    assert pruned is not None and done is not None and failed is not None
+    pruned.trial.report(0.9, 1)
+    pruned.trial.report(0.7, 2)
+    if told_by == "worker":
+        finish_trial(pruned, TrialState.PRUNED, None)
+        finish_trial(done, TrialState.COMPLETE, 0.25)
+        finish_trial(failed, TrialState.FAIL, None, fail_reason="diverged")
+    else:
+        pruned.study.tell(pruned.trial, state=TrialState.PRUNED)
+        done.study.tell(done.trial, 0.25)
+        failed.study.tell(failed.trial, state=TrialState.FAIL)
+    p, d, f = (storage.get_trial(c.trial._trial_id) for c in (pruned, done, failed))
+    assert (p.state, p.value) == (TrialState.PRUNED, 0.7)  # the last reported value
+    assert (d.state, d.value, d.datetime_complete is not None) == (TrialState.COMPLETE, 0.25, True)
+    assert (f.state, f.value, f.datetime_complete is not None) == (TrialState.FAIL, None, True)
+    if told_by == "worker":
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            finish_trial(done, TrialState.COMPLETE, 0.5)
+        assert storage.get_trial(done.trial._trial_id).value == 0.25
