@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,25 @@ def servable_studies(engine: sa.Engine, only: str | None) -> list[StudyRow]:
     return [to_study_row(r) for r in ranked]
 
 
+# How long a worker may claim from its last list of candidates: the list only ranks them
+# (the budget is checked again under each study's lock), and a worker that claims many
+# short trials a second would otherwise ask for it before every claim.
+CANDIDATES_TTL_S = 1.0
+_candidates: dict[tuple[sa.Engine, str | None], tuple[float, list[StudyRow]]] = {}
+
+
+def _candidate_lists(engine: sa.Engine, only: str | None) -> Iterator[list[StudyRow]]:
+    """The last list of servable studies if it is recent, then (if that served nothing) a
+    fresh one."""
+    key = (engine, only)
+    cached = _candidates.get(key)
+    if cached is not None and time.monotonic() - cached[0] < CANDIDATES_TTL_S:
+        yield cached[1]
+    fresh = servable_studies(engine, only)
+    _candidates[key] = (time.monotonic(), fresh)
+    yield fresh
+
+
 def unfinished_studies(engine: sa.Engine, only: str | None) -> list[str]:
     """Studies that still need work or are waiting on a trial running elsewhere."""
     names = []
@@ -180,7 +200,8 @@ def claim_trials(
         raise ValueError(f"k must be >= 1, got {k}")
     started = time.perf_counter()  # claim latency, lock wait included: see /metrics
     engine = storage.engine
-    for candidate in servable_studies(engine, only):
+    candidates = (c for listed in _candidate_lists(engine, only) for c in listed)
+    for candidate in candidates:
         spec = study_spec(candidate)
         # Trials that cannot share a stack run one after another: claiming more would only
         # leave them waiting while other workers could have trained them.
