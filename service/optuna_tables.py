@@ -13,6 +13,8 @@ from functools import lru_cache
 import sqlalchemy as sa
 from optuna.distributions import BaseDistribution, json_to_distribution
 
+from search_spaces.storage import optuna_user_attrs
+
 trials = sa.table(
     "trials",
     *map(sa.column, ("trial_id", "number", "study_id", "state")),
@@ -24,7 +26,7 @@ params = sa.table(
     *map(sa.column, ("trial_id", "param_id", "param_name", "param_value", "distribution_json")),
 )
 values = sa.table("trial_values", *map(sa.column, ("trial_id", "objective", "value", "value_type")))
-user_attrs = sa.table("trial_user_attributes", *map(sa.column, ("trial_id", "key", "value_json")))
+user_attrs = optuna_user_attrs
 steps = sa.table(
     "trial_intermediate_values",
     *map(sa.column, ("trial_id", "step", "intermediate_value", "intermediate_value_type")),

@@ -1,17 +1,17 @@
 """Claiming, finishing and recovering trials: the worker's side of the database contract.
 
 Budget rule: a study's `n_trials` counts trials that reached a result of their own
-(complete, pruned, diverged, or failed with no retries left). A trial may start only while
-counted + running < n_trials, checked under a per-study lock, so any number of racing
-workers never overshoot. A trial lost with its worker is marked FAIL, is not counted, and
-its parameters are queued again (up to the study's `max_retries`).
+(complete, pruned, diverged, or failed with no retries left). A claim may take a slot only
+while the slots in use (claimed trials that hold one, see HOLDS_SLOT, and reservations of
+claims in flight) are fewer than n_trials, checked under a per-study lock, so any number of
+racing workers never overshoot. A trial lost with its worker is marked FAIL, is not counted,
+and its parameters are queued again (up to the study's `max_retries`).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
 import time
 import uuid
@@ -77,14 +77,16 @@ def _loaded_study(storage: optuna.storages.RDBStorage, name: str, study_id: int)
     return optuna.load_study(study_name=name, storage=_trial_cache(storage), sampler=sampler)
 
 
-@functools.lru_cache(maxsize=256)
-def _spec(name: str, created_at: float, spec: str) -> StudySpec:
-    # A study's spec never changes: validate it once per study, not once per claim.
-    return StudySpec.model_validate(json.loads(spec))
+# A study's spec never changes (a study made again under its name has a new created_at):
+# validate it once per study, not once per claim.
+_specs: dict[tuple[str, float], StudySpec] = {}
 
 
 def study_spec(row: StudyRow) -> StudySpec:
-    return _spec(row.name, row.created_at, json.dumps(row.spec, sort_keys=True))
+    key = (row.name, row.created_at)
+    if key not in _specs:
+        _specs[key] = StudySpec.model_validate(row.spec)
+    return _specs[key]
 
 
 # Optuna's state column is an enum on PostgreSQL: compare with a literal, not a text parameter.
@@ -353,16 +355,12 @@ def _fail_orphan(storage: optuna.storages.RDBStorage, trial_id: int, study_name:
         frozen = storage.get_trial(trial_id)
         if recorded is not None or frozen.state != TrialState.RUNNING:
             return  # its claim was recorded after all, or it is finished
-        try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", "worker lost while claiming")
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        if not _fail_running(storage, trial_id, "worker lost while claiming"):
             return
         fixed = frozen.system_attrs.get("fixed_params")
         if fixed:
-            study = optuna.load_study(study_name=study_name, storage=storage)
             attempt = int(frozen.user_attrs.get("attempt", 0))
-            requeue(study, dict(fixed), attempt, frozen.number)
+            _requeue_in(storage, study_name, dict(fixed), attempt, frozen.number)
     log.warning("trial %s of %s: worker lost while claiming", frozen.number, study_name)
 
 
@@ -427,18 +425,31 @@ def finish_trial(
                 f"trial {trial.number} is no longer running"
             )
         write_user_attrs(conn, {trial._trial_id: attrs})
-    try:
-        tell(study, trial, state, value)
-    except RuntimeError:
-        # GridSampler's after_trial calls study.stop() once every point was tried, which
-        # Optuna allows only inside optimize(); the state is stored by then. A pull worker
-        # has no loop to stop: the study's n_trials ends it.
-        if not trial.storage.get_trial(trial._trial_id).state.is_finished():
-            raise
+    tell(study, trial, state, value)
 
 
 def requeue(study: optuna.Study, params: dict[str, Any], attempt: int, retry_of: int) -> None:
     study.enqueue_trial(params, user_attrs={"attempt": attempt, "retry_of": retry_of})
+
+
+def _requeue_in(
+    storage: optuna.storages.RDBStorage,
+    study_name: str,
+    params: dict[str, Any],
+    attempt: int,
+    retry_of: int,
+) -> None:
+    requeue(optuna.load_study(study_name=study_name, storage=storage), params, attempt, retry_of)
+
+
+def _fail_running(storage: optuna.storages.RDBStorage, trial_id: int, reason: str) -> bool:
+    """FAIL a RUNNING trial nobody trains, with its reason; False if it finished meanwhile."""
+    try:
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def fail_and_maybe_retry(claim: Claim, reason: str, *, retry_counts: bool) -> bool:
@@ -475,13 +486,16 @@ def _reap_orphans(storage: optuna.storages.RDBStorage, grace_s: float) -> None:
             del _orphans_seen[trial_id]
 
 
+def _worker_lost() -> sa.ColumnElement[bool]:
+    """A worker that exited, was given up, or missed two of its own heartbeat intervals."""
+    w = workers_table.c
+    return sa.or_(w.state != "alive", w.heartbeat_at < now() - 2 * w.heartbeat_interval)
+
+
 def _free_lost_reservations(storage: optuna.storages.RDBStorage) -> None:
     """Budget slots reserved by workers found lost (or gone) return to their studies."""
-    w, p = workers_table.c, reservations_table.c
-    lost = sa.select(w.id).where(
-        sa.or_(w.state != "alive", w.heartbeat_at < now() - 2 * w.heartbeat_interval)
-    )
-    _drop_reservations(storage.engine, p.worker_id.in_(lost))
+    lost = sa.select(workers_table.c.id).where(_worker_lost())
+    _drop_reservations(storage.engine, reservations_table.c.worker_id.in_(lost))
 
 
 def reap_lost_trials(storage: optuna.storages.RDBStorage, orphan_grace_s: float = 20.0) -> int:
@@ -495,16 +509,18 @@ def reap_lost_trials(storage: optuna.storages.RDBStorage, orphan_grace_s: float 
     """
     _free_lost_reservations(storage)
     _reap_orphans(storage, orphan_grace_s)
-    query = sa.text(
-        "SELECT r.trial_id, r.study_name, r.number, r.worker_id, r.attempt, w.heartbeat_at "
-        "FROM noisetune_trial_runs r "
-        "JOIN trials t ON t.trial_id = r.trial_id "
-        "JOIN noisetune_workers w ON w.id = r.worker_id "
-        "WHERE t.state = 'RUNNING' AND "
-        "(w.state != 'alive' OR w.heartbeat_at < :now - 2 * w.heartbeat_interval)"
+    r, t, w = trial_runs_table.c, optuna_trials.c, workers_table.c
+    query = (
+        sa.select(r.trial_id, r.study_name, r.number, r.worker_id, r.attempt, w.heartbeat_at)
+        .select_from(
+            trial_runs_table.join(optuna_trials, t.trial_id == r.trial_id).join(
+                workers_table, w.id == r.worker_id
+            )
+        )
+        .where(t.state == RUNNING, _worker_lost())
     )
     with storage.engine.connect() as conn:
-        lost = conn.execute(query, {"now": now()}).all()
+        lost = conn.execute(query).all()
     reaped = 0
     for trial_id, study_name, number, worker_id, attempt, heartbeat_at in lost:
         reason = f"worker {worker_id} lost: no heartbeat since {heartbeat_at:.0f} (unix time)"
@@ -564,17 +580,14 @@ def _give_up(
         frozen = storage.get_trial(trial_id)
         if frozen.state != TrialState.RUNNING:
             return False
-        spec = StudySpec.model_validate(row.spec)
+        spec = study_spec(row)
         retry = not retry_counts or attempt < spec.max_retries
-        try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        if not _fail_running(storage, trial_id, reason):
             return False  # its worker finished it after all
         _mark_run(engine, trial_id, counted=not retry, reason=reason)
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
         if retry and params:
-            study = optuna.load_study(study_name=study_name, storage=storage)
-            requeue(study, dict(params), attempt + 1 if retry_counts else attempt, number)
+            next_attempt = attempt + 1 if retry_counts else attempt
+            _requeue_in(storage, study_name, dict(params), next_attempt, number)
     log.warning("trial %s of %s: %s", number, study_name, reason)
     return True

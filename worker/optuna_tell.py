@@ -4,8 +4,8 @@
 the trial and each of its attribute tables) only to hand it to the sampler's `after_trial`
 hook, then stores the state. The `optuna.Trial` a worker holds already knows that trial:
 Optuna keeps it current with every suggest and report made through it. `tell` below does
-what `Study.tell` does for the states a worker records, from that copy. Where an Optuna
-version lacks it, `Study.tell` itself runs.
+what `Study.tell` does for the states a worker records, from that copy (a private attribute
+of Optuna's Trial: tests/worker/test_claims.py checks the results match Study.tell's).
 """
 
 from __future__ import annotations
@@ -39,5 +39,10 @@ def tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: flo
         # Study.tell shows the sampler the study as the pruner partitions it (Hyperband).
         filtered = optuna.pruners._filter_study(study, frozen)
         study.sampler.after_trial(filtered, frozen, state, values)
+    except RuntimeError:
+        # GridSampler's after_trial calls study.stop() once every point was tried, which
+        # Optuna allows only inside optimize(). A pull worker has no loop to stop: the
+        # study's n_trials ends it. The state is stored all the same, below.
+        pass
     finally:
         trial.storage.set_trial_state_values(trial._trial_id, state, values)

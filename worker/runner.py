@@ -33,7 +33,6 @@ from search_spaces.storage import now, open_storage, resolve_url, workers_table
 from worker.batch_run import run_claimed_batch
 from worker.claims import (
     Claim,
-    claim_trial,
     claim_trials,
     reap_lost_trials,
     release_own_trials,
@@ -203,11 +202,7 @@ class Worker:
             # started would otherwise stay RUNNING under our heartbeat for ever.
             release_own_trials(self.storage, self.id)
         self._claim_in_doubt = True
-        if self.batch == 1:
-            claim = claim_trial(self.storage, self.id, self.host, self.device, self.study)
-            claims = [] if claim is None else [claim]
-        else:
-            claims = claim_trials(self.storage, self.id, self.host, self.device, self.study, k)
+        claims = claim_trials(self.storage, self.id, self.host, self.device, self.study, k)
         self._claim_in_doubt = False
         self._shows_trial = self._shows_trial or bool(claims)
         return claims
