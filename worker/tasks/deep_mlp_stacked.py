@@ -77,8 +77,15 @@ class StackedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
-        grad_x = grad.bmm(weight) if ctx.needs_input_grad[0] else None
-        return grad_x, grad.transpose(1, 2).bmm(x), grad.sum(1)
+        return _linear_grads(ctx, grad, x, weight)
+
+
+def _linear_grads(
+    ctx: Any, grad: Tensor, x: Tensor, weight: Tensor
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """Gradients of a stacked linear layer for input, weight (``g.T @ x``) and bias."""
+    grad_x = grad.bmm(weight) if ctx.needs_input_grad[0] else None
+    return grad_x, grad.transpose(1, 2).bmm(x), grad.sum(1)
 
 
 class StackedLinearReLU(torch.autograd.Function):
@@ -102,8 +109,7 @@ class StackedLinearReLU(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:  # type: ignore[override]
         x, weight, output = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad, output, 0)
-        grad_x = grad.bmm(weight) if ctx.needs_input_grad[0] else None
-        return grad_x, grad.transpose(1, 2).bmm(x), grad.sum(1)
+        return _linear_grads(ctx, grad, x, weight)
 
 
 def _config(config: dict[str, Any]) -> DeepMLPConfig:
