@@ -109,7 +109,7 @@ def profile_worker(trials: int, epochs: int, top: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with fresh_database() as url:
         create_study(url, {"epochs": epochs, "sleep_s": 0.0})
-        engine = open_storage(url, pre_ping=False).engine  # the worker's own engine
+        engine = open_storage(url, worker=True).engine  # the worker's own engine
         trips = RoundTrips(engine)
         Worker(url, "cpu", STUDY, 10.0).run(20, False)  # warm-up: imports, pool, caches
         trips.reset()

@@ -86,6 +86,8 @@ reservations_table = sa.Table(
     sa.Column("worker_id", sa.String(64), nullable=False, index=True),
     sa.Column("claim", sa.String(32), nullable=False, index=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Ids only grow, never reused: the reaper tells claims older than a trial by them.
+    sqlite_autoincrement=True,
 )
 
 tokens_table = sa.Table(
@@ -116,12 +118,13 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
-def engine_kwargs(url: str, pre_ping: bool = True) -> dict[str, Any]:
-    """Engine settings; `pre_ping` tests each pooled connection before use (one round trip).
+def engine_kwargs(url: str, worker: bool = False) -> dict[str, Any]:
+    """Engine settings for the server or (`worker`) a worker.
 
-    The server pings, so a request after a database restart does not fail. Workers do not:
-    they retry any operation a dropped connection broke (worker.db_retry), and a ping per
-    checkout would double the round trips of their many small transactions.
+    The server pings each pooled connection before use, so a request after a database
+    restart does not fail. Workers do not: they retry any operation a dropped connection
+    broke (worker.db_retry), and a ping per checkout would double the round trips of their
+    many small transactions.
     """
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
@@ -131,11 +134,32 @@ def engine_kwargs(url: str, pre_ping: bool = True) -> dict[str, Any]:
     return {
         "pool_size": 2,
         "max_overflow": 2,
-        "pool_pre_ping": pre_ping,
+        "pool_pre_ping": not worker,
         "pool_recycle": 300,
         # A host that drops packets fails fast instead of hanging health checks and claims.
         "connect_args": {"connect_timeout": 10},
     }
+
+
+def _write_lock_at_begin(engine: Engine) -> None:
+    """SQLite: every transaction takes the write lock at BEGIN (BEGIN IMMEDIATE).
+
+    Optuna reads a row and then writes it in one session (popping a queued trial, finishing
+    a trial), relying on SELECT ... FOR UPDATE, which SQLite ignores; and Python's sqlite3
+    starts a transaction only at the first write, so the read is not even in it. Two workers
+    could then both pop one queued trial. Taking the lock at BEGIN makes each of those steps
+    atomic, as it is on PostgreSQL. Only workers do this: the server's reads (the dashboard)
+    never wait for a writer.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_path(engine: Engine) -> str | None:
@@ -228,11 +252,12 @@ def add_missing_columns(engine: Engine) -> None:
 
 
 @cache
-def open_storage(url: str | None = None, *, pre_ping: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(url: str | None = None, *, worker: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's storage on `url` with noisetune's tables beside it; one per process and URL.
 
     Schema creation and migration run under a lock, so a fleet that starts at once is safe:
-    late starters wait and then find the schema in place. `pre_ping`: see engine_kwargs.
+    late starters wait and then find the schema in place. A `worker`'s engine does not ping
+    pooled connections (see engine_kwargs) and on SQLite locks at BEGIN (_write_lock_at_begin).
     """
     url = resolve_url(url)
     probe = sa.create_engine(url, **engine_kwargs(url))
@@ -242,8 +267,10 @@ def open_storage(url: str | None = None, *, pre_ping: bool = True) -> optuna.sto
                 with probe.connect() as conn:
                     # WAL lets readers (the dashboard) run beside the writer; it persists.
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            kwargs = engine_kwargs(url, pre_ping)
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url, worker))
+            if worker and storage.engine.url.get_backend_name() == "sqlite":
+                _write_lock_at_begin(storage.engine)
+                storage.engine.dispose()  # connections opened so far lack the hook
             metadata.create_all(storage.engine)
             add_missing_columns(storage.engine)
     finally:

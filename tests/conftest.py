@@ -161,8 +161,16 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 @pytest.fixture
 def storage(storage_url: str) -> optuna.storages.RDBStorage:
-    """The storage on `storage_url`, as the service and the workers open it."""
+    """The storage on `storage_url`, as the service opens it."""
     return open_storage(storage_url)
+
+
+@pytest.fixture
+def worker_storage(storage_url: str) -> Iterator[optuna.storages.RDBStorage]:
+    """The storage on `storage_url`, as a worker opens it (see open_storage)."""
+    storage = open_storage(storage_url, worker=True)
+    yield storage
+    storage.engine.dispose()
 
 
 @pytest.fixture

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+class _ReservationsLost(Exception):
+    """A claim's reserved slots were freed before it could record its trials."""
+
+
 @dataclass
 class Claim:
     row: StudyRow
@@ -215,9 +219,18 @@ def claim_trials(
             asked = _ask(storage, candidate, spec, n, first_seed_number)
             with engine.begin() as conn:
                 _record_claims(conn, candidate.name, asked, worker_id, host, device, started)
-                conn.execute(
+                dropped = conn.execute(
                     sa.delete(reservations_table).where(reservations_table.c.claim == claim_id)
                 )
+                if dropped.rowcount != n:
+                    raise _ReservationsLost  # rolls the records back
+        except _ReservationsLost:
+            # A reaper found this worker lost (a stalled heartbeat) and gave its slots to
+            # others: training these trials could overshoot n_trials. They never trained.
+            log.warning("claim on %s lost its reserved slots; giving its trials up", candidate.name)
+            for _, trial, _ in asked:
+                _fail_orphan(storage, trial._trial_id, candidate.name, pending_up_to=-1)
+            continue
         except BaseException:
             # Free the slots now rather than when the reaper finds this worker lost. A trial
             # asked but not recorded is an orphan: the reaper fails it (see _reap_orphans).
@@ -334,27 +347,37 @@ def _record_claims(
 
 
 # A trial is asked before its claim is recorded, so a RUNNING trial without a claim record
-# is normally a claim in flight (milliseconds); seen so for a while, its claimer is dead.
-# trial id -> when this process first saw it RUNNING without a claim record.
-_orphans_seen: dict[int, float] = {}
+# is normally a claim in flight (milliseconds). Such a claim holds its reservations until
+# it records, and reserved before it asked: so if no reservation of the trial's study that
+# existed when the trial was first seen is left, its claim is over and it is an orphan.
+# Per database: trial id -> (when this process first saw it, the study's highest
+# reservation id then).
+_orphans_seen: dict[str, dict[int, tuple[float, int]]] = {}
 
 
-def _fail_orphan(storage: optuna.storages.RDBStorage, trial_id: int, study_name: str) -> None:
-    """FAIL a trial left RUNNING by a worker that died between ask() and recording its claim.
+def _fail_orphan(
+    storage: optuna.storages.RDBStorage, trial_id: int, study_name: str, pending_up_to: int
+) -> None:
+    """FAIL a trial whose claimer died or broke off between ask() and recording its claim.
 
-    It never trained and holds no slot of the budget (its reservation goes with its lost
-    worker); a queued retry it had popped is queued again.
+    Skipped while the study holds a reservation with id <= `pending_up_to` (the trial's
+    claim may be among them). It never trained and holds no slot of the budget; a queued
+    retry it had popped is queued again.
     """
+    r, p, t = trial_runs_table.c, reservations_table.c, optuna_trials.c
+    check = sa.select(
+        sa.select(t.state).where(t.trial_id == trial_id).scalar_subquery().label("state"),
+        sa.exists().where(r.trial_id == trial_id).label("recorded"),
+        sa.exists().where(p.study_name == study_name, p.id <= pending_up_to).label("pending"),
+    )
     with advisory_lock(storage.engine, claim_lock_key(study_name)):
         with autocommit(storage.engine) as conn:
-            recorded = conn.execute(
-                sa.select(trial_runs_table.c.trial_id).where(
-                    trial_runs_table.c.trial_id == trial_id
-                )
-            ).first()
+            # One statement, one snapshot: a claim records and drops its reservations in
+            # one transaction, so it cannot slip between these reads.
+            found = conn.execute(check).one()
+        if found.recorded or found.pending or found.state != "RUNNING":
+            return  # recorded, perhaps still to be, or finished
         frozen = storage.get_trial(trial_id)
-        if recorded is not None or frozen.state != TrialState.RUNNING:
-            return  # its claim was recorded after all, or it is finished
         if not _fail_running(storage, trial_id, "worker lost while claiming"):
             return
         fixed = frozen.system_attrs.get("fixed_params")
@@ -468,22 +491,25 @@ def fail_and_maybe_retry(claim: Claim, reason: str, *, retry_counts: bool) -> bo
 
 
 def _reap_orphans(storage: optuna.storages.RDBStorage, grace_s: float) -> None:
-    """FAIL the trials this process has seen RUNNING without a claim record for `grace_s`."""
+    """FAIL the trials this process has seen RUNNING without a claim record for `grace_s`
+    whose claims are over (see _orphans_seen)."""
     query = sa.text(
-        "SELECT t.trial_id, s.name FROM trials t "
+        "SELECT t.trial_id, s.name, (SELECT max(p.id) FROM noisetune_reservations p "
+        "WHERE p.study_name = s.name) FROM trials t "
         "JOIN noisetune_studies s ON s.study_id = t.study_id "
         "LEFT JOIN noisetune_trial_runs r ON r.trial_id = t.trial_id "
         "WHERE t.state = 'RUNNING' AND r.trial_id IS NULL"
     )
     with autocommit(storage.engine) as conn:
-        found: dict[int, str] = {row[0]: row[1] for row in conn.execute(query)}
+        found = {row[0]: (row[1], row[2] or 0) for row in conn.execute(query)}
     clock = time.monotonic()
-    for trial_id in set(_orphans_seen) - set(found):
-        del _orphans_seen[trial_id]
-    for trial_id, study_name in found.items():
-        if clock - _orphans_seen.setdefault(trial_id, clock) >= grace_s:
-            _fail_orphan(storage, trial_id, study_name)
-            del _orphans_seen[trial_id]
+    seen = _orphans_seen.setdefault(str(storage.engine.url), {})
+    for trial_id in set(seen) - set(found):
+        del seen[trial_id]
+    for trial_id, (study_name, highest_reservation) in found.items():
+        first_seen, pending_up_to = seen.setdefault(trial_id, (clock, highest_reservation))
+        if clock - first_seen >= grace_s:
+            _fail_orphan(storage, trial_id, study_name, pending_up_to)
 
 
 def _worker_lost() -> sa.ColumnElement[bool]:
@@ -502,8 +528,8 @@ def reap_lost_trials(storage: optuna.storages.RDBStorage, orphan_grace_s: float 
     """FAIL the RUNNING trials whose worker missed two of its own heartbeats; queue them again.
 
     Also frees the budget slots lost workers had reserved, and fails orphans: trials
-    RUNNING without a claim record that this process has seen for `orphan_grace_s` (a
-    worker passes two of its heartbeat intervals; it reaps once per interval).
+    RUNNING without a claim record, seen by this process for `orphan_grace_s` (a worker
+    passes two of its heartbeat intervals), whose claim holds no reservation any more.
     Any worker may run this; the per-study lock and Optuna's refusal to update a finished
     trial make it safe when several do at once, or when the lost worker comes back.
     """

@@ -98,7 +98,7 @@ class Worker:
         heartbeat_interval: float,
         batch: int = 1,
     ) -> None:
-        self.storage = open_storage(storage_url, pre_ping=False)
+        self.storage = open_storage(storage_url, worker=True)
         self.engine = self.storage.engine
         self.device = device
         self.study = study

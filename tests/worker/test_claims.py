@@ -7,8 +7,12 @@ database as such a worker would and check what the survivors make of it.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -24,6 +28,14 @@ from worker.claims import (
     reap_lost_trials,
     release_own_trials,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def storage(worker_storage: optuna.storages.RDBStorage) -> optuna.storages.RDBStorage:
+    """Claims run in workers: their storage, as a worker opens it."""
+    return worker_storage
 
 
 def make_study(storage: optuna.storages.RDBStorage, name: str, n_trials: int) -> None:
@@ -110,6 +122,118 @@ def test_an_orphan_is_failed_only_after_the_grace_period_and_its_retry_requeued(
     assert [(t.system_attrs["fixed_params"], t.user_attrs["attempt"]) for t in waiting] == [
         ({"eta": 0.3, "gamma": 0.5}, 1)
     ]
+
+
+def reserve(storage: optuna.storages.RDBStorage, study: str, worker_id: str, claim: str) -> None:
+    with storage.engine.begin() as conn:
+        conn.execute(
+            sa.insert(reservations_table).values(
+                study_name=study, worker_id=worker_id, claim=claim, created_at=time.time()
+            )
+        )
+
+
+def test_a_claim_in_flight_is_never_taken_for_an_orphan(
+    storage: optuna.storages.RDBStorage,
+) -> None:
+    make_study(storage, "s", n_trials=3)
+    register(storage, "slow", heartbeat_age=0.0)
+    # A live worker reserved and asked, and has not recorded its claim yet: however long
+    # that takes (a stalled disk), its trial is not failed while its reservation stands.
+    reserve(storage, "s", "slow", "c1")
+    in_flight = optuna.load_study(study_name="s", storage=storage).ask()
+    for _ in range(3):
+        reap_lost_trials(storage, orphan_grace_s=0.0)
+    assert states(storage, "s") == ["RUNNING"]
+    # A reservation made after the trial was first seen is another claim's, not its own.
+    reserve(storage, "s", "slow", "c2")
+    with storage.engine.begin() as conn:
+        conn.execute(sa.delete(reservations_table).where(reservations_table.c.claim == "c1"))
+    reap_lost_trials(storage, orphan_grace_s=0.0)
+    frozen = storage.get_trial(in_flight._trial_id)
+    assert frozen.state == TrialState.FAIL
+    assert frozen.user_attrs["fail_reason"] == "worker lost while claiming"
+
+
+def test_a_claim_whose_slots_were_freed_meanwhile_records_nothing(
+    storage_url: str, storage: optuna.storages.RDBStorage
+) -> None:
+    """A worker found lost mid-claim (its heartbeat stalled) must not train its trials: its
+    slots went back to the study, and another worker may have taken them."""
+    make_study(storage, "s", n_trials=1)
+    register(storage, "stalled", heartbeat_age=60.0)
+    reaper = optuna.storages.RDBStorage(storage_url)  # another worker's process
+    asked = []
+
+    # The other worker reaps after the trial is asked, before the claim is recorded.
+    def note_ask(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO trials "):
+            asked.append(True)
+
+    def reap_once(conn) -> None:  # type: ignore[no-untyped-def]
+        if len(asked) == 1:
+            asked.append(True)
+            reap_lost_trials(reaper, orphan_grace_s=60.0)
+
+    sa.event.listen(storage.engine, "after_cursor_execute", note_ask)
+    # On a connection's checkout: outside any transaction (on SQLite, a worker's takes the
+    # write lock at BEGIN, which the reaper would wait for).
+    sa.event.listen(storage.engine, "engine_connect", reap_once)
+    try:
+        assert claim_trial(storage, "stalled", "h", "cpu", "s") is None
+    finally:
+        sa.event.remove(storage.engine, "after_cursor_execute", note_ask)
+        sa.event.remove(storage.engine, "engine_connect", reap_once)
+        reaper.engine.dispose()
+    assert len(asked) == 2  # the reaper did run in between
+    (trial,) = optuna.load_study(study_name="s", storage=storage).get_trials(deepcopy=False)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "worker lost while claiming"
+    with storage.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(trial_runs_table)).scalar() == 0
+    # Its slot is free: a live worker gets the study's one trial.
+    register(storage, "live", heartbeat_age=0.0)
+    assert claim_trial(storage, "live", "h", "cpu", "s") is not None
+
+
+ASK_QUEUED = """
+import json, pathlib, sys, time
+import optuna
+from search_spaces.storage import open_storage
+
+url, ready, me, peers = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+study = optuna.load_study(study_name="s", storage=open_storage(url, worker=True))
+(ready / me).touch()
+while len(list(ready.iterdir())) < peers:  # start asking together
+    time.sleep(0.01)
+print(json.dumps([study.ask()._trial_id for _ in range(10)]))
+"""
+
+
+def test_racing_worker_processes_never_pop_one_queued_trial_twice(
+    storage_url: str, storage: optuna.storages.RDBStorage, tmp_path: Path
+) -> None:
+    """Optuna pops a queued trial by reading it WAITING and then writing RUNNING; on
+    SQLite that needs the workers' write lock at BEGIN (without it, about a quarter of
+    40 pops went to two workers at once)."""
+    make_study(storage, "s", n_trials=40)
+    study = optuna.load_study(study_name="s", storage=storage)
+    for i in range(40):
+        study.enqueue_trial({"eta": 0.3, "gamma": i / 40})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", ASK_QUEUED, storage_url, str(ready), str(i), "4"],
+            stdout=subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+        for i in range(4)
+    ]
+    popped = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    ids = [trial_id for got in popped for trial_id in got]
+    assert len(ids) == 40 and len(set(ids)) == 40, sorted(ids)
 
 
 def test_release_own_trials_gives_up_a_claim_whose_answer_was_lost(
