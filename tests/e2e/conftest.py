@@ -109,7 +109,10 @@ class Workers:
         self.storage_url, self.tmp_path = storage_url, tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str, heartbeat: float = 0.5) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, heartbeat: float = 2.0) -> subprocess.Popen[bytes]:
+        """A worker; `heartbeat` long enough by default that a loaded machine (a stalled
+        disk, more workers than cores) never misses two beats and gets its trials reaped:
+        only tests of a lost worker shorten it, for the worker they kill."""
         log = self.tmp_path / f"worker-{len(self.procs)}.log"
         with open(log, "wb") as fh:
             proc = subprocess.Popen(

@@ -137,7 +137,7 @@ def test_sigkill_of_a_batched_worker_reruns_all_its_trials(
     server: Server, workers: Workers, storage_url: str
 ) -> None:
     server.submit(mlp_spec("killed", 3, epochs=30))
-    victim = workers.start("--batch", "3")
+    victim = workers.start("--batch", "3", heartbeat=0.5)
     server.wait_for(
         lambda: (
             sum(t["state"] == "RUNNING" for t in server.trials("killed")) == 3

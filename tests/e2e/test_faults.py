@@ -41,7 +41,7 @@ def test_sixteen_workers_on_one_study(server: Server, workers: Workers) -> None:
 def test_killed_workers_are_replaced_and_nothing_is_lost(server: Server, workers: Workers) -> None:
     rng = random.Random(0)
     server.submit(quadratic_spec("chaos", 30, epochs=4, sleep_s=0.15))
-    fleet = [workers.start("--exit-when-idle") for _ in range(8)]
+    fleet = [workers.start("--exit-when-idle", heartbeat=0.5) for _ in range(8)]
     server.wait_for(lambda: len(server.trials("chaos")) >= 8, what="the fleet to start")
     for victim in rng.sample(fleet, 3):  # a third of the fleet, at random moments
         time.sleep(rng.uniform(0.2, 1.5))

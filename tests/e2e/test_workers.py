@@ -56,14 +56,14 @@ def test_racing_workers_never_overshoot(server: Server, workers: Workers) -> Non
         workers.start("--exit-when-idle")
     assert workers.wait_all() == [0, 0, 0, 0], workers.logs()
     trials = server.trials("race")
-    assert len(trials) == 5
+    assert len(trials) == 5, [(t["number"], t["state"], t["fail_reason"]) for t in trials]
     assert sorted(t["number"] for t in trials) == list(range(5))
     assert Counter(t["worker"] for t in trials).total() == 5
 
 
 def test_sigkill_mid_trial_loses_nothing(server: Server, workers: Workers) -> None:
     server.submit(quadratic_spec("kill", 3, epochs=12, sleep_s=0.25))
-    victim = workers.start()
+    victim = workers.start(heartbeat=0.5)
     killed = _training(server, "kill")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
