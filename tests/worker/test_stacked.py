@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from search_spaces import derived_seed
 from worker.batched_noise import BatchedGradientNoise
@@ -15,7 +16,13 @@ from worker.noise import GradientNoise
 from worker.runner import AUTO_CPU_BATCH, auto_batch, parse_batch
 from worker.stacked import StackMember
 from worker.tasks import deep_mlp
-from worker.tasks.deep_mlp_stacked import run_stack, stack_key, train_stacked
+from worker.tasks.deep_mlp_stacked import (
+    StackedMLP,
+    _config,
+    run_stack,
+    stack_key,
+    train_stacked,
+)
 
 SMALL = {"depth": 6, "width": 16, "epochs": 2}
 # digits keeps 1,401 training samples: 10 minibatches of 141 per epoch, 20 steps in 2 epochs.
@@ -64,8 +71,11 @@ def member(config: dict[str, Any], eta: float, gamma: float = 0.55, **kw: Any) -
         SMALL,
         {**SMALL, "optimizer": "momentum", "clip": 1.0, "seed": 3},
         {**SMALL, "optimizer": "adam", "lr": 0.003, "activation": "tanh", "init": "good"},
+        {**SMALL, "activation": "sigmoid", "seed": 4},
+        # 1,401 samples in batches of 100: the last minibatch has one row.
+        {**SMALL, "activation": "gelu", "seed": 5, "batch_size": 100},
     ],
-    ids=["sgd", "momentum-clip", "adam"],
+    ids=["sgd", "momentum-clip", "adam", "sigmoid", "gelu"],
 )
 def test_one_member_is_exactly_the_lone_run(config: dict[str, Any]) -> None:
     result, curve, params = alone(config, 0.3, 0.55)
@@ -99,6 +109,26 @@ def test_members_match_their_lone_runs_after_twenty_steps(optimizer: str) -> Non
         for name, value in lone.items():
             torch.testing.assert_close(stacked[name], value, rtol=1e-4, atol=1e-6)
         assert result["val_accuracy"] == pytest.approx(lone_result["val_accuracy"], abs=0.01)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
+def test_hand_written_gradients_are_autograds(activation: str) -> None:
+    """The stack's backward, written out op by op, against autograd on the same forward."""
+    cfgs = [_config({**SMALL, "activation": activation, "seed": i}) for i in range(3)]
+    stack = StackedMLP(cfgs, 64, torch.device("cpu"))
+    x, y = torch.randn(29, 64, generator=torch.Generator().manual_seed(0)), torch.arange(29) % 10
+    logits, losses, grads = stack.loss_and_grads(x, y)
+
+    params = [p.clone().requires_grad_() for p in stack.params]
+    stack.params = params
+    reference = stack.forward(x)
+    per_member = torch.stack([F.cross_entropy(reference[k], y) for k in range(3)])
+    expected = torch.autograd.grad(per_member.sum(), params)
+    assert torch.equal(logits, reference.detach())
+    torch.testing.assert_close(losses, per_member.detach(), rtol=1e-6, atol=0)
+    # Autograd's bmm backward sums the weight gradient in another order: rounding apart.
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
 
 
 def test_a_diverging_member_leaves_the_others_untouched() -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
@@ -48,68 +47,47 @@ STACK_KEYS = (
     "dataset", "data_dir", "depth", "width", "activation", "init", "optimizer", "batch_size",
     "epochs", "val_fraction",
 )  # fmt: skip
-# relu runs in place on the fresh layer output: one big tensor less to allocate per layer.
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": partial(F.relu, inplace=True),
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "gelu": F.gelu,
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class _Activation:
+    """An activation and the backward autograd would run for it.
+
+    ``forward`` may work in place on the fresh layer output (one big tensor less per layer)
+    unless ``backward`` needs the pre-activation; ``backward(grad, pre, out)`` is the op of
+    torch's derivative formula, so gradients equal autograd's bit for bit.
+    """
+
+    forward: Callable[[Tensor], Tensor]
+    backward: Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+_ACTIVATIONS = {
+    "relu": _Activation(torch.relu_, lambda g, pre, out: aten.threshold_backward(g, out, 0)),
+    "tanh": _Activation(torch.tanh_, lambda g, pre, out: aten.tanh_backward(g, out)),
+    "sigmoid": _Activation(torch.sigmoid_, lambda g, pre, out: aten.sigmoid_backward(g, out)),
+    "gelu": _Activation(F.gelu, lambda g, pre, out: aten.gelu_backward(g, pre)),
 }
 
 
-class StackedLinear(torch.autograd.Function):
-    """``x[k] @ W[k].T + b[k]`` for every member, with ``F.linear``'s backward products.
-
-    Autograd's bmm backward would compute the weight gradient as ``(x.T @ g).T`` (other
-    summation order, transposed memory, so torch.optim's update rounds differently); this
-    computes ``g.T @ x`` as ``nn.Linear``'s backward does, so gradients match a lone run.
-    """
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor], output: Tensor) -> None:
-        x, weight, _ = inputs
-        ctx.save_for_backward(x, weight)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        return _linear_grads(ctx, grad, x, weight)
+def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x[k] @ W[k].T + b[k]`` for every member (``F.linear`` per member)."""
+    if len(weight) == 1:  # F.linear itself: bmm rounds otherwise on some shapes (1 row)
+        return F.linear(x[0], weight[0], bias[0]).unsqueeze(0)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
 def _linear_grads(
-    ctx: Any, grad: Tensor, x: Tensor, weight: Tensor
-) -> tuple[Tensor | None, Tensor, Tensor]:
-    """Gradients of a stacked linear layer for input, weight (``g.T @ x``) and bias."""
-    grad_x = grad.bmm(weight) if ctx.needs_input_grad[0] else None
-    return grad_x, grad.transpose(1, 2).bmm(x), grad.sum(1)
-
-
-class StackedLinearReLU(torch.autograd.Function):
-    """``relu(StackedLinear(x, W, b))`` as one autograd node: the same ops and rounding.
-
-    The ReLU's backward is the one autograd would run (``threshold_backward`` on the
-    output), so results are bit for bit those of the two separate nodes; one node per layer
-    instead of two is a few percent of a stacked step on a CPU (benchmarks/batched.py).
-    """
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2)).relu_()
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor], output: Tensor) -> None:
-        x, weight, _ = inputs
-        ctx.save_for_backward(x, weight, output)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:  # type: ignore[override]
-        x, weight, output = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, output, 0)
-        return _linear_grads(ctx, grad, x, weight)
+    grad: Tensor, x: Tensor, weight: Tensor, need_input: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Gradients of ``_linear`` for weight (``g.T @ x``, as nn.Linear's), bias and input."""
+    if len(weight) == 1:
+        g, x0 = grad[0], x[0]
+        grad_x = g.mm(weight[0])[None] if need_input else None
+        return g.t().mm(x0)[None], g.sum(0)[None], grad_x
+    grad_x = grad.bmm(weight) if need_input else None
+    return grad.transpose(1, 2).bmm(x), grad.sum(1), grad_x
 
 
 def _config(config: dict[str, Any]) -> DeepMLPConfig:
@@ -125,7 +103,14 @@ def stack_key(config: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class StackedMLP:
-    """K deep MLPs of one shape: weights (K, out, in) and biases (K, out) per layer."""
+    """K deep MLPs of one shape: weights (K, out, in) and biases (K, out) per layer.
+
+    Gradients are written out by hand (``loss_and_grads``) rather than left to autograd: the
+    network is a plain chain, and autograd's bookkeeping (a graph node per layer, a Python
+    call per node) cost about a third of a 16-member step on a CPU. Each op is the one
+    autograd would run (``nn.Linear``'s ``g.T @ x`` weight gradient, not bmm's transposed
+    order), so one member's gradients equal ``deep_mlp.train``'s bit for bit.
+    """
 
     def __init__(self, cfgs: list[DeepMLPConfig], n_inputs: int, device: torch.device) -> None:
         per_member = []
@@ -134,12 +119,8 @@ class StackedMLP:
             model = build_model(cfg, n_inputs, generator)
             per_member.append([p.detach() for p in model.parameters()])
         # Parameter order is nn.Sequential's (W0, b0, W1, b1, ...), as the noise expects.
-        self.params = [
-            torch.stack(group).to(device).requires_grad_()
-            for group in zip(*per_member, strict=True)
-        ]
+        self.params = [torch.stack(group).to(device) for group in zip(*per_member, strict=True)]
         self.activation = _ACTIVATIONS[cfgs[0].activation]
-        self.fused_relu = cfgs[0].activation == "relu"
 
     @property
     def k(self) -> int:
@@ -147,17 +128,44 @@ class StackedMLP:
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of every member for the shared inputs ``x``: shape (K, len(x), classes)."""
+        return self._forward(x, None)
+
+    def _forward(self, x: Tensor, kept: list[tuple[Tensor, Tensor, Tensor]] | None) -> Tensor:
+        """The logits; each hidden layer's (input, pre-activation, output) go to ``kept``."""
         h = x.expand(self.k, *x.shape)
         n_layers = len(self.params) // 2
         for i in range(n_layers):
-            weight, bias = self.params[2 * i], self.params[2 * i + 1]
-            if i == n_layers - 1:
-                h = StackedLinear.apply(h, weight, bias)
-            elif self.fused_relu:
-                h = StackedLinearReLU.apply(h, weight, bias)
-            else:
-                h = self.activation(StackedLinear.apply(h, weight, bias))
+            x_in, h = h, _linear(h, self.params[2 * i], self.params[2 * i + 1])
+            if i < n_layers - 1:
+                pre, h = h, self.activation.forward(h)
+                if kept is not None:
+                    kept.append((x_in, pre, h))
+            elif kept is not None:
+                kept.append((x_in, h, h))
         return h
+
+    @torch.no_grad()
+    def loss_and_grads(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Logits, each member's mean loss (K,) and its gradients, in ``params`` order.
+
+        The gradients are those of the sum of the members' losses, which gives each member
+        exactly the gradient of its own loss.
+        """
+        kept: list[tuple[Tensor, Tensor, Tensor]] = []
+        logits = self._forward(x, kept)
+        losses, grad = member_losses_and_grad(logits, y)
+        grads: list[Tensor] = [grad] * len(self.params)
+        for i in reversed(range(len(kept))):
+            x_in, pre, out = kept[i]
+            if i < len(kept) - 1:
+                grad = self.activation.backward(grad, pre, out)
+            # The first layer's input is the data: it needs no gradient.
+            grads[2 * i], grads[2 * i + 1], grad_x = _linear_grads(
+                grad, x_in, self.params[2 * i], i > 0
+            )
+            if grad_x is not None:
+                grad = grad_x
+        return logits, losses, grads
 
     @torch.inference_mode()
     def evaluate(self, x: Tensor, y: Tensor) -> tuple[list[float], list[float]]:
@@ -174,31 +182,48 @@ class StackedMLP:
         return [v / len(x) for v in loss_sum.tolist()], [c / len(x) for c in correct.tolist()]
 
     def keep(self, index: Tensor) -> None:
-        self.params = [
-            p.detach().index_select(0, index.to(p.device)).requires_grad_() for p in self.params
-        ]
+        self.params = [p.index_select(0, index.to(p.device)) for p in self.params]
 
     def member_state(self, k: int) -> dict[str, Tensor]:
         """Member k's parameters under the names ``deep_mlp.build_model``'s state_dict uses."""
         state = {}
         for i in range(len(self.params) // 2):
-            state[f"{2 * i}.weight"] = self.params[2 * i][k].detach().cpu().clone()
-            state[f"{2 * i}.bias"] = self.params[2 * i + 1][k].detach().cpu().clone()
+            state[f"{2 * i}.weight"] = self.params[2 * i][k].cpu().clone()
+            state[f"{2 * i}.bias"] = self.params[2 * i + 1][k].cpu().clone()
         return state
 
 
-def member_losses(logits: Tensor, y: Tensor) -> Tensor:
-    """Each member's mean cross-entropy over the minibatch, shape (K,).
+# nll_loss's reductions, as aten numbers them.
+_NO_REDUCTION, _MEAN = 0, 1
 
-    The gradients are the lone run's either way; one member alone goes through
-    ``F.cross_entropy`` itself so that its loss values are too (a stack sums in another
-    order, which moves the reported loss in the last bits).
+
+def member_losses_and_grad(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Each member's mean cross-entropy over the minibatch (K,), and the gradient of their
+    sum with respect to ``logits``: ``F.cross_entropy`` and its backward, op for op.
+
+    One member alone goes through the mean reduction itself, so that its loss values are
+    the lone run's too (a stack averages per member, which moves the loss in the last bits).
     """
     k, n, classes = logits.shape
     if k == 1:
-        return F.cross_entropy(logits[0], y).unsqueeze(0)
-    per_sample = F.cross_entropy(logits.reshape(k * n, classes), y.repeat(k), reduction="none")
-    return per_sample.view(k, n).mean(1)
+        logp = F.log_softmax(logits[0], 1)
+        loss, total_weight = aten.nll_loss_forward(logp, y, None, _MEAN, -100)
+        grad = aten.nll_loss_backward(
+            torch.ones_like(loss), logp, y, None, _MEAN, -100, total_weight
+        )
+        grad = aten._log_softmax_backward_data(grad, logp, 1, logp.dtype)
+        return loss.unsqueeze(0), grad.unsqueeze(0)
+    logp = F.log_softmax(logits.reshape(k * n, classes), 1)
+    targets = y.repeat(k)
+    per_sample, total_weight = aten.nll_loss_forward(logp, targets, None, _NO_REDUCTION, -100)
+    losses = per_sample.view(k, n).mean(1)
+    # Backward of sum() then mean(1), as autograd computes it: ones expanded, divided by n.
+    grad = torch.ones(k, 1, dtype=logits.dtype, device=logits.device).expand(k, n) / n
+    grad = aten.nll_loss_backward(
+        grad.reshape(k * n), logp, targets, None, _NO_REDUCTION, -100, total_weight
+    )
+    grad = aten._log_softmax_backward_data(grad, logp, 1, logp.dtype)
+    return losses, grad.view(k, n, classes)
 
 
 @dataclass
@@ -257,15 +282,12 @@ def run_stack(
         clips = [cfgs[i].clip for i in live]
         limits = clip_limits(clips, dev) if any(c is not None for c in clips) else None
         for xb, yb in zip(xs, ys, strict=True):
-            logits = stack.forward(xb)
-            losses = member_losses(logits, yb)
-            # Summing the members' losses gives each member exactly its own gradient.
-            grads = torch.autograd.grad(losses.sum(), stack.params)
+            logits, losses, grads = stack.loss_and_grads(xb, yb)
             if limits is not None:
                 clip_per_member_(grads, limits)  # clip first, noise after
             noisy.add_to(grads)
             optimizer.step(grads)
-            loss_sum += losses.detach()
+            loss_sum += losses
             correct += (logits.argmax(-1) == yb).sum(-1)
         steps += n_batches
 
