@@ -73,6 +73,9 @@ class TaskDefinition:
     # "module:function" of the stacked trainer (worker.stacked's contract); its module also
     # defines stack_key(config). Needed for stackable to take effect.
     stacked_trainer: str | None = None
+    # "module:function" a worker calls once, before claiming the task's first trial: its
+    # one-time costs (imports that take seconds) then stay out of trial times.
+    warm_up: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +127,7 @@ DEEP_MLP = TaskDefinition(
     description="The paper's deep fully-connected network on digits or MNIST.",
     stackable=True,
     stacked_trainer="worker.tasks.deep_mlp_stacked:train_stacked",
+    warm_up="worker.tasks.deep_mlp:warm_up",
 )
 
 QUADRATIC = TaskDefinition(

@@ -141,25 +141,36 @@ def engine_kwargs(url: str, worker: bool = False) -> dict[str, Any]:
     }
 
 
-def _write_lock_at_begin(engine: Engine) -> None:
-    """SQLite: every transaction takes the write lock at BEGIN (BEGIN IMMEDIATE).
+def _configure_sqlite(engine: Engine, worker: bool) -> None:
+    """Per-connection SQLite settings: commits without fsync, and a worker's write lock.
 
-    Optuna reads a row and then writes it in one session (popping a queued trial, finishing
-    a trial), relying on SELECT ... FOR UPDATE, which SQLite ignores; and Python's sqlite3
+    ``synchronous=NORMAL``: in WAL mode a commit no longer waits for the disk (a few ms each,
+    and a trial commits ~30 times: every reported epoch is one). A crashed process loses
+    nothing; a power loss or OS crash may lose the last commits, never the file's
+    integrity, and a trial whose result went that way is RUNNING without a live worker:
+    it is reaped and run again.
+
+    A worker's transactions also take the write lock at BEGIN (BEGIN IMMEDIATE). Optuna
+    reads a row and then writes it in one session (popping a queued trial, finishing a
+    trial), relying on SELECT ... FOR UPDATE, which SQLite ignores; and Python's sqlite3
     starts a transaction only at the first write, so the read is not even in it. Two workers
     could then both pop one queued trial. Taking the lock at BEGIN makes each of those steps
-    atomic, as it is on PostgreSQL. Only workers do this: the server's reads (the dashboard)
-    never wait for a writer.
+    atomic, as it is on PostgreSQL. The server does not: dashboard reads never wait for a
+    writer.
     """
 
     @sa.event.listens_for(engine, "connect")
-    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        if worker:
+            dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own
 
-    @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if worker:
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn: sa.Connection) -> None:
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_path(engine: Engine) -> str | None:
@@ -257,7 +268,7 @@ def open_storage(url: str | None = None, *, worker: bool = False) -> optuna.stor
 
     Schema creation and migration run under a lock, so a fleet that starts at once is safe:
     late starters wait and then find the schema in place. A `worker`'s engine does not ping
-    pooled connections (see engine_kwargs) and on SQLite locks at BEGIN (_write_lock_at_begin).
+    pooled connections (see engine_kwargs) and on SQLite locks at BEGIN (_configure_sqlite).
     """
     url = resolve_url(url)
     probe = sa.create_engine(url, **engine_kwargs(url))
@@ -268,9 +279,9 @@ def open_storage(url: str | None = None, *, worker: bool = False) -> optuna.stor
                     # WAL lets readers (the dashboard) run beside the writer; it persists.
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url, worker))
-            if worker and storage.engine.url.get_backend_name() == "sqlite":
-                _write_lock_at_begin(storage.engine)
-                storage.engine.dispose()  # connections opened so far lack the hook
+            if storage.engine.url.get_backend_name() == "sqlite":
+                _configure_sqlite(storage.engine, worker)
+                storage.engine.dispose()  # connections opened so far lack the settings
             metadata.create_all(storage.engine)
             add_missing_columns(storage.engine)
     finally:

@@ -43,6 +43,7 @@ from search_spaces.storage import (
     write_user_attrs,
 )
 from worker.optuna_tell import tell
+from worker.tasks import warm_up
 from worker.tasks.base import json_safe
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,7 @@ def claim_trials(
     candidates = (c for listed in _candidate_lists(engine, only) for c in listed)
     for candidate in candidates:
         spec = study_spec(candidate)
+        started += warm_up(spec.definition)  # a first trial's imports: not the claim's time
         # Trials that cannot share a stack run one after another: claiming more would only
         # leave them waiting while other workers could have trained them.
         reserved = _reserve(engine, candidate.name, worker_id, k if can_stack(spec) else 1)

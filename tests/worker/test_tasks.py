@@ -6,6 +6,7 @@ import dataclasses
 import math
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from search_spaces import DEEP_MLP, QUADRATIC, DeepMLPConfig, TaskConfigError, derived_seed
-from worker.tasks import TrainerImportError, deep_mlp, load_trainer, quadratic
+from worker.tasks import TrainerImportError, deep_mlp, load_trainer, quadratic, warm_up
 from worker.tasks.deep_mlp import build_model, build_optimizer, evaluate, load_split, train
 
 SMALL = {"depth": 3, "width": 16, "epochs": 2}
@@ -259,3 +260,27 @@ def test_load_trainer_import_errors_are_clear(
     monkeypatch.setattr("worker.tasks.get_task_definition", lambda name: broken)
     with pytest.raises(TrainerImportError, match=message):
         load_trainer("quadratic")
+
+
+WARM_UPS: list[str] = []
+
+
+def _record_warm_up() -> None:
+    WARM_UPS.append("warmed")
+    time.sleep(0.05)
+
+
+def _failing_warm_up() -> None:
+    raise RuntimeError("no GPU here")
+
+
+def test_a_task_warms_up_once_per_process_and_a_failing_warm_up_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    task = dataclasses.replace(QUADRATIC, name="warm", warm_up=f"{__name__}:_record_warm_up")
+    assert warm_up(task) >= 0.05  # the claim leaves these seconds out of its latency
+    assert warm_up(task) < 0.05 and WARM_UPS == ["warmed"]
+    assert warm_up(QUADRATIC) == 0.0  # no warm-up declared
+    failing = dataclasses.replace(QUADRATIC, name="cold", warm_up=f"{__name__}:_failing_warm_up")
+    warm_up(failing)
+    assert "no GPU here" in caplog.text

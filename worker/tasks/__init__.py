@@ -8,12 +8,17 @@ request, so a study can only ever run code that was installed as a task.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
+import time
 
 from search_spaces import TaskConfigError, TaskDefinition, get_task_definition
 from worker.tasks.base import Report, Trainer
 
-__all__ = ["Report", "Trainer", "TrainerImportError", "load_trainer"]
+__all__ = ["Report", "Trainer", "TrainerImportError", "load_trainer", "warm_up"]
+
+log = logging.getLogger(__name__)
 
 
 class TrainerImportError(ImportError):
@@ -55,3 +60,21 @@ def load_trainer(task: str | TaskDefinition) -> Trainer:
             f"task {definition.name!r}: module {module_name!r} has no callable {attr!r}"
         )
     return trainer  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _warm(name: str, target: str) -> None:
+    module_name, _, attr = target.partition(":")
+    try:
+        getattr(importlib.import_module(module_name), attr)()
+    except Exception as exc:  # the trainer's own loading reports real problems
+        log.warning("task %s: warm-up %r failed: %s", name, target, exc)
+
+
+def warm_up(definition: TaskDefinition) -> float:
+    """Run the task's ``warm_up`` once per process; the seconds it took (0 once warm)."""
+    if definition.warm_up is None:
+        return 0.0
+    started = time.perf_counter()
+    _warm(definition.name, definition.warm_up)
+    return time.perf_counter() - started

@@ -71,6 +71,14 @@ def build_optimizer(cfg: DeepMLPConfig, params: list[nn.Parameter]) -> torch.opt
     return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum)
 
 
+def warm_up() -> None:
+    """Pay the one-time costs of a first trial: sklearn's import (for digits) and the lazy
+    import torch's first optimizer triggers, seconds each."""
+    import sklearn.datasets  # noqa: F401
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
 def load_split(cfg: DeepMLPConfig) -> Split:
     if cfg.dataset == "mnist":
         return load_mnist(cfg.data_dir)
