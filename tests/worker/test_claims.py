@@ -62,15 +62,24 @@ def register(storage: optuna.storages.RDBStorage, worker_id: str, heartbeat_age:
         )  # fmt: skip
 
 
-def reserve_as_dead_worker(storage: optuna.storages.RDBStorage, study: str) -> None:
-    """A worker that reserved a slot and died before asking Optuna."""
-    register(storage, "dead", heartbeat_age=60.0)
+def reserve(storage: optuna.storages.RDBStorage, study: str, worker_id: str, claim: str) -> None:
     with storage.engine.begin() as conn:
         conn.execute(
             sa.insert(reservations_table).values(
-                study_name=study, worker_id="dead", claim="c0", created_at=time.time()
+                study_name=study, worker_id=worker_id, claim=claim, created_at=time.time()
             )
         )
+
+
+def reserve_as_dead_worker(storage: optuna.storages.RDBStorage, study: str) -> None:
+    """A worker that reserved a slot and died before asking Optuna."""
+    register(storage, "dead", heartbeat_age=60.0)
+    reserve(storage, study, "dead", "c0")
+
+
+def rows(storage: optuna.storages.RDBStorage, table: sa.Table) -> int:
+    with storage.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def states(storage: optuna.storages.RDBStorage, study: str) -> list[str]:
@@ -89,10 +98,7 @@ def test_a_dead_workers_reservation_holds_its_slot_until_reaped(
     # One slot is the dead worker's: the budget is full although only one trial exists.
     assert claim_trial(storage, "live", "h", "cpu", "s") is None
     reap_lost_trials(storage, orphan_grace_s=60.0)
-    with storage.engine.connect() as conn:
-        assert (
-            conn.execute(sa.select(sa.func.count()).select_from(reservations_table)).scalar() == 0
-        )
+    assert rows(storage, reservations_table) == 0
     second = claim_trial(storage, "live", "h", "cpu", "s")
     assert second is not None and second.trial.number == 1
     assert claim_trial(storage, "live", "h", "cpu", "s") is None
@@ -122,15 +128,6 @@ def test_an_orphan_is_failed_only_after_the_grace_period_and_its_retry_requeued(
     assert [(t.system_attrs["fixed_params"], t.user_attrs["attempt"]) for t in waiting] == [
         ({"eta": 0.3, "gamma": 0.5}, 1)
     ]
-
-
-def reserve(storage: optuna.storages.RDBStorage, study: str, worker_id: str, claim: str) -> None:
-    with storage.engine.begin() as conn:
-        conn.execute(
-            sa.insert(reservations_table).values(
-                study_name=study, worker_id=worker_id, claim=claim, created_at=time.time()
-            )
-        )
 
 
 def test_a_claim_in_flight_is_never_taken_for_an_orphan(
@@ -189,8 +186,7 @@ def test_a_claim_whose_slots_were_freed_meanwhile_records_nothing(
     (trial,) = optuna.load_study(study_name="s", storage=storage).get_trials(deepcopy=False)
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["fail_reason"] == "worker lost while claiming"
-    with storage.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(trial_runs_table)).scalar() == 0
+    assert rows(storage, trial_runs_table) == 0
     # Its slot is free: a live worker gets the study's one trial.
     register(storage, "live", heartbeat_age=0.0)
     assert claim_trial(storage, "live", "h", "cpu", "s") is not None
@@ -243,20 +239,13 @@ def test_release_own_trials_gives_up_a_claim_whose_answer_was_lost(
     register(storage, "w", heartbeat_age=0.0)
     claim = claim_trial(storage, "w", "h", "cpu", "s")
     assert claim is not None
-    with storage.engine.begin() as conn:  # and a reservation of a claim that broke off
-        conn.execute(
-            sa.insert(reservations_table).values(
-                study_name="s", worker_id="w", claim="c1", created_at=time.time()
-            )
-        )
+    reserve(storage, "s", "w", "c1")  # and a reservation of a claim that broke off
     assert release_own_trials(storage, "w") == 1
     frozen = storage.get_trial(claim.trial._trial_id)
     assert frozen.state == TrialState.FAIL
     assert frozen.user_attrs["fail_reason"] == "claim interrupted by a database error"
+    assert rows(storage, reservations_table) == 0
     with storage.engine.connect() as conn:
-        assert (
-            conn.execute(sa.select(sa.func.count()).select_from(reservations_table)).scalar() == 0
-        )
         run = conn.execute(
             sa.select(trial_runs_table).where(trial_runs_table.c.trial_id == claim.trial._trial_id)
         ).one()
