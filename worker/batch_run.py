@@ -23,13 +23,13 @@ import optuna
 
 from search_spaces import StudySpec, resolve_trial
 from worker.claims import Claim, can_stack
+from worker.reports import Report, report_points
 from worker.stacked import StackMember
 from worker.tasks.base import check_noise
 from worker.trial_run import (
     WorkerInterrupted,
     _limit_torch_threads,
     record_outcome,
-    report_point,
     run_claimed_trial,
 )
 
@@ -102,13 +102,15 @@ def _record_safely(
 class _Recorder:
     """Reports and results of a stack's members, written by one background thread.
 
-    The stack trains on while the database takes an epoch's reports (a commit each): with
-    many members, waiting for them would cost more than the training. Jobs run in order, so
-    a member's points, pruning checks and result are written exactly as a lone trial's.
-    What a report decides (pruned, or a database error) reaches the member at its next
-    report, which first waits for it: a pruned member trains exactly one epoch more than a
-    lone trial would before it leaves the stack; that epoch is dropped, and its curve and
-    result are the lone trial's. The database never falls more than an epoch behind.
+    The stack trains on while the database takes an epoch's reports: with many members,
+    waiting for them would cost more than the training. The reports waiting when the thread
+    gets to them (usually a whole epoch of the stack) go in one transaction
+    (``report_points``). Jobs run in order, so a member's points, pruning checks and result
+    are written exactly as a lone trial's. What a report decides (pruned, or a database
+    error) reaches the member at its next report, which first waits for it: a pruned member
+    trains exactly one epoch more than a lone trial would before it leaves the stack; that
+    epoch is dropped, and its curve and result are the lone trial's. The database never
+    falls more than an epoch behind.
     """
 
     def __init__(self, group: list[Claim], stop: threading.Event) -> None:
@@ -120,6 +122,8 @@ class _Recorder:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stack-recorder")
         self.jobs: list[Future[None]] = []
         self.last: list[Future[None] | None] = [None] * len(group)
+        self.lock = threading.Lock()
+        self.waiting: list[tuple[int, int, dict[str, float], Future[None]]] = []
 
     def report_for(self, i: int) -> Callable[[int, dict[str, float]], None]:
         def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -129,22 +133,31 @@ class _Recorder:
             stopped = self.stopped[i]
             if stopped is not None:
                 raise stopped
-            job = self.pool.submit(self._report, i, epoch, dict(metrics))
-            self.last[i] = job
-            self.jobs.append(job)
+            written: Future[None] = Future()
+            with self.lock:
+                if not self.waiting:  # else a job is queued that will take this one too
+                    self.jobs.append(self.pool.submit(self._report_waiting))
+                self.waiting.append((i, epoch, dict(metrics), written))
+            self.last[i] = written
             if self.stop.is_set():
                 raise WorkerInterrupted
 
         return report
 
-    def _report(self, i: int, epoch: int, metrics: dict[str, float]) -> None:
-        if self.stopped[i] is not None:
-            return  # an earlier report stopped this member; later epochs are not its own
-        claim = self.group[i]
+    def _report_waiting(self) -> None:
+        with self.lock:
+            batch, self.waiting = self.waiting, []
+        # A member stopped by an earlier report: later epochs are not its own.
+        live = [(i, epoch, metrics) for i, epoch, metrics, _ in batch if self.stopped[i] is None]
         try:
-            report_point(claim.trial, str(claim.spec.metric), epoch, metrics, self.curves[i])
-        except Exception as exc:
-            self.stopped[i] = exc
+            reports = [Report(self.group[i], e, metrics, self.curves[i]) for i, e, metrics in live]
+            outcomes = report_points(reports)
+            for (i, _, _), outcome in zip(live, outcomes, strict=True):
+                if outcome is not None:
+                    self.stopped[i] = outcome
+        finally:
+            for *_, written in batch:
+                written.set_result(None)
 
     def done_for(self, i: int) -> Callable[[dict[str, Any] | BaseException], None]:
         def done(result: dict[str, Any] | BaseException) -> None:

@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from search_spaces import FloatParam, IntParam, StudySpec, build_pruner, build_sampler
 from search_spaces.storage import (
     HOLDS_SLOT,
+    RUNNING,
     StudyRow,
     advisory_lock,
     autocommit,
@@ -92,10 +93,6 @@ def study_spec(row: StudyRow) -> StudySpec:
     if key not in _specs:
         _specs[key] = StudySpec.model_validate(row.spec)
     return _specs[key]
-
-
-# Optuna's state column is an enum on PostgreSQL: compare with a literal, not a text parameter.
-RUNNING: sa.ColumnClause[Any] = sa.literal_column("'RUNNING'")
 
 
 def claim_lock_key(study_name: str) -> str:

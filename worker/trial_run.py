@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from search_spaces import resolve_trial
 from worker.claims import Claim, fail_and_maybe_retry, finish_trial
 from worker.db_retry import with_db_retry
+from worker.reports import report_point
 from worker.tasks import load_trainer
 
 log = logging.getLogger("noisetune.worker")
@@ -75,21 +76,8 @@ def _record(fn: Any, *args: Any, **kwargs: Any) -> None:
     with_db_retry(lambda: fn(*args, **kwargs), what="recording a result")
 
 
-def report_point(
-    trial: optuna.Trial, metric: str, epoch: int, point: dict[str, Any], curve: list[dict[str, Any]]
-) -> None:
-    """Add an epoch's point to the curve and show it to the pruner, which may stop the trial."""
-    curve.append({"epoch": epoch, **point})
-    value = point.get(metric)
-    if isinstance(value, int | float) and math.isfinite(value):
-        with_db_retry(lambda: trial.report(float(value), epoch), what="reporting")
-        if with_db_retry(trial.should_prune, what="reporting"):
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-
 def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
     trial, spec = claim.trial, claim.spec
-    metric = str(spec.metric)
     started = time.monotonic()
     curve: list[dict[str, Any]] = []
     outcome: dict[str, Any] | Exception
@@ -115,7 +103,7 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
                     # so pruning can act during the last one.
                     per_run = [r["curve"][epoch - 1] for r in runs if len(r["curve"]) >= epoch]
                     point = _aggregate([*per_run, dict(metrics)])
-                    report_point(trial, metric, epoch, point, curve)
+                    report_point(claim, epoch, point, curve)
                 if stop.is_set():
                     raise WorkerInterrupted
 
