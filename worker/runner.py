@@ -14,6 +14,7 @@ the minibatch order (and data split) drawn from the first member's seed.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -256,6 +257,27 @@ def _run_per_gpu(gpus: str, args: list[str]) -> int:
     return max(p.wait() for p in procs)
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _reuse_freed_memory() -> None:
+    """Keep freed memory in the process for the next step's tensors (glibc only).
+
+    glibc hands blocks over 128 KB back to the OS when freed, and maps them anew at the next
+    allocation, where every page faults on first touch. A stack's activations are such
+    blocks (16 members x 128 rows x 50 floats: 400 KB a layer), allocated and freed at
+    every step: the faults cost 4% of a 16-member step on a CPU. Blocks up to 32 MB
+    (glibc's largest setting) now come from the heap, which keeps up to 256 MB free.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc (musl, macOS): its allocator is left as it is
+    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+    mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
+
+
 def run_workers(
     storage: str | None = None,
     device: str = "auto",
@@ -287,6 +309,7 @@ def run_workers(
             args.append("--exit-when-idle")
         return _run_per_gpu(gpus, args)
     device = resolve_device(device)
+    _reuse_freed_memory()
     worker = Worker(url, device, study, heartbeat_interval, k or auto_batch(device))
     _install_signal_handlers(worker.stop)
     started = time.monotonic()
