@@ -19,9 +19,9 @@ all of them. The contract (a task's ``stacked_trainer``)::
 The updates below are torch.optim's single-tensor SGD, momentum SGD and Adam with a
 learning rate (and momentum) per member. Where all members share the learning rate the ops
 are torch.optim's own; with differing learning rates the per-member scale is a tensor op
-that may round differently in the last bit. Either way a member tracks its lone run to
-rounding (tests: rtol 1e-4 after 20 steps of the paper's network; bit for bit on this
-project's CPU build), and one member alone reproduces it exactly.
+that may round differently in the last bit, as may a stacked task's batched products.
+Either way a member tracks its lone run to rounding (tests: rtol 1e-4 after 20 steps of
+the paper's network), and one member alone reproduces it exactly.
 """
 
 from __future__ import annotations
