@@ -151,13 +151,14 @@ class _Recorder:
         live = [(i, epoch, metrics) for i, epoch, metrics, _ in batch if self.stopped[i] is None]
         try:
             reports = [Report(self.group[i], e, metrics, self.curves[i]) for i, e, metrics in live]
-            outcomes = report_points(reports)
-            for (i, _, _), outcome in zip(live, outcomes, strict=True):
-                if outcome is not None:
-                    self.stopped[i] = outcome
-        finally:
-            for *_, written in batch:
-                written.set_result(None)
+            outcomes: list[BaseException | None] = report_points(reports)
+        except Exception as exc:  # what each lone trial's report would have raised
+            outcomes = [exc] * len(live)
+        for (i, _, _), outcome in zip(live, outcomes, strict=True):
+            if outcome is not None:
+                self.stopped[i] = outcome
+        for *_, written in batch:
+            written.set_result(None)
 
     def done_for(self, i: int) -> Callable[[dict[str, Any] | BaseException], None]:
         def done(result: dict[str, Any] | BaseException) -> None:
