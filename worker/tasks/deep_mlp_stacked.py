@@ -164,9 +164,8 @@ class StackedMLP:
         exactly the gradient of its own loss.
         """
         kept: list[tuple[Tensor, Tensor, Tensor]] = []
-        logits = self._rows(self._forward(x, kept))
+        logits = self._forward(x, kept)
         losses, grad = member_losses_and_grad(logits, y)
-        grad = self._rows(grad)  # back to the stack's layout
         grads: list[Tensor] = [grad] * len(self.params)
         for i in reversed(range(len(kept))):
             x_in, pre, out = kept[i]
@@ -178,7 +177,7 @@ class StackedMLP:
             )
             if grad_x is not None:
                 grad = grad_x
-        return logits, losses, grads
+        return self._rows(logits), losses, grads
 
     @torch.inference_mode()
     def evaluate(self, x: Tensor, y: Tensor) -> tuple[list[float], list[float]]:
@@ -206,19 +205,20 @@ class StackedMLP:
         return state
 
 
-# nll_loss's reductions, as aten numbers them.
-_NO_REDUCTION, _MEAN = 0, 1
+# nll_loss's mean reduction, as aten numbers it.
+_MEAN = 1
 
 
 def member_losses_and_grad(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Each member's mean cross-entropy over the minibatch (K,), and the gradient of their
-    sum with respect to ``logits``: ``F.cross_entropy`` and its backward, op for op.
+    sum with respect to ``logits``, both in the stack's layout (see StackedMLP).
 
-    One member alone goes through the mean reduction itself, so that its loss values are
-    the lone run's too (a stack averages per member, which moves the loss in the last bits).
+    One member alone runs ``F.cross_entropy`` and its backward op for op (logits (1, n,
+    classes)), so its losses and gradients are the lone run's. A larger stack's logits are
+    columns, (K, classes, n): the softmax then runs along the minibatch, 9x faster than
+    over rows of 10 classes, and its gradient is written as ``(softmax - one_hot) / n``.
     """
-    k, n, classes = logits.shape
-    if k == 1:
+    if len(logits) == 1:
         logp = F.log_softmax(logits[0], 1)
         loss, total_weight = aten.nll_loss_forward(logp, y, None, _MEAN, -100)
         grad = aten.nll_loss_backward(
@@ -226,17 +226,13 @@ def member_losses_and_grad(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         )
         grad = aten._log_softmax_backward_data(grad, logp, 1, logp.dtype)
         return loss.unsqueeze(0), grad.unsqueeze(0)
-    logp = F.log_softmax(logits.reshape(k * n, classes), 1)
-    targets = y.repeat(k)
-    per_sample, total_weight = aten.nll_loss_forward(logp, targets, None, _NO_REDUCTION, -100)
-    losses = per_sample.view(k, n).mean(1)
-    # Backward of sum() then mean(1), as autograd computes it: ones expanded, divided by n.
-    grad = torch.ones(k, 1, dtype=logits.dtype, device=logits.device).expand(k, n) / n
-    grad = aten.nll_loss_backward(
-        grad.reshape(k * n), logp, targets, None, _NO_REDUCTION, -100, total_weight
-    )
-    grad = aten._log_softmax_backward_data(grad, logp, 1, logp.dtype)
-    return losses, grad.view(k, n, classes)
+    k, _, n = logits.shape
+    logp = torch.log_softmax(logits, 1)
+    targets = y.view(1, 1, n).expand(k, 1, n)
+    losses = logp.gather(1, targets).view(k, n).mean(1).neg_()
+    minus_one = torch.full((1, 1, 1), -1.0, dtype=logp.dtype, device=logp.device)
+    grad = logp.exp_().scatter_add_(1, targets, minus_one.expand(k, 1, n))  # softmax - one_hot
+    return losses, grad.div_(n)
 
 
 @dataclass
