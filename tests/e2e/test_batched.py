@@ -136,7 +136,9 @@ def test_batched_worker_records_every_member_as_its_own_trial(
 def test_sigkill_of_a_batched_worker_reruns_all_its_trials(
     server: Server, workers: Workers, storage_url: str
 ) -> None:
-    server.submit(mlp_spec("killed", 3, epochs=30))
+    # Long enough that the kill lands mid-training: a stack of this tiny net finishes 30
+    # epochs within a poll or two of the server.
+    server.submit(mlp_spec("killed", 3, epochs=300))
     victim = workers.start("--batch", "3", heartbeat=0.5)
     server.wait_for(
         lambda: (
@@ -156,5 +158,5 @@ def test_sigkill_of_a_batched_worker_reruns_all_its_trials(
     reruns = [t for t in trials if t["state"] == "COMPLETE"]
     assert sorted(t["attempt"] for t in reruns) == [1, 1, 1]
     assert sorted(str(t["params"]) for t in reruns) == sorted(str(t["params"]) for t in killed)
-    assert all(len(t["intermediate_values"]) == 30 for t in reruns)
+    assert all(len(t["intermediate_values"]) == 300 for t in reruns)
     assert server.study("killed")["status"] == "completed"
