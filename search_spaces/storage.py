@@ -394,12 +394,7 @@ def write_user_attrs(conn: sa.Connection, attrs: dict[int, dict[str, Any]]) -> N
     ]
     if not rows:
         return
-    insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]
-    stmt = insert(optuna_user_attrs)
-    upsert = stmt.on_conflict_do_update(
-        index_elements=["trial_id", "key"], set_={"value_json": stmt.excluded.value_json}
-    )
-    conn.execute(upsert, rows)
+    _upsert(conn, optuna_user_attrs, ["trial_id", "key"], rows)
 
 
 def write_intermediate_values(
@@ -431,17 +426,16 @@ def write_intermediate_values(
         if trial_id in running
     ]
     if rows:
-        insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]
-        stmt = insert(optuna_intermediate_values)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["trial_id", "step"],
-                set_={"intermediate_value": stmt.excluded.intermediate_value,
-                      "intermediate_value_type": stmt.excluded.intermediate_value_type},
-            ),
-            rows,
-        )  # fmt: skip
+        _upsert(conn, optuna_intermediate_values, ["trial_id", "step"], rows)
     return running
+
+
+def _upsert(conn: sa.Connection, table: Any, key: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`; a row whose `key` columns exist already replaces the other columns."""
+    insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]
+    stmt = insert(table)
+    replaced = {column: stmt.excluded[column] for column in rows[0] if column not in key}
+    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=replaced), rows)
 
 
 def study_status(row: StudyRow, progress: Progress) -> str:
