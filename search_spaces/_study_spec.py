@@ -58,6 +58,9 @@ class StudySpec(BaseModel):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     repeats: int = Field(1, ge=1, le=MAX_REPEATS)
     max_retries: int = Field(2, ge=0, le=100)
+    # The workers stop the study as failed after this many trials in a row fail with an
+    # exception (worker.study_failures).
+    max_consecutive_failures: int = Field(3, ge=1, le=1000)
     priority: int = 0
 
     @field_validator("task")

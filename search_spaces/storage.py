@@ -36,11 +36,15 @@ studies_table = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("study_id", sa.Integer, nullable=False),
     sa.Column("spec", sa.Text, nullable=False),
-    # running | stopped; "completed" is derived from the trial counts.
+    # running | stopped | failed; "completed" is derived from the trial counts.
     sa.Column("status", sa.String(16), nullable=False, default="running"),
     sa.Column("priority", sa.Integer, nullable=False, default=0),
     sa.Column("n_trials", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Why the workers stopped the study (status "failed"); cleared by resume.
+    sa.Column("fail_reason", sa.Text),
+    # Trials that failed with an exception since the last one that did not (NULL: none).
+    sa.Column("failure_streak", sa.Integer),
 )
 
 workers_table = sa.Table(
@@ -308,6 +312,7 @@ class StudyRow:
     priority: int
     n_trials: int
     created_at: float
+    fail_reason: str | None = None
 
 
 def to_study_row(r: Any) -> StudyRow:
@@ -319,6 +324,7 @@ def to_study_row(r: Any) -> StudyRow:
         priority=r.priority,
         n_trials=r.n_trials,
         created_at=r.created_at,
+        fail_reason=r.fail_reason,
     )
 
 
@@ -335,10 +341,10 @@ def list_study_rows(engine: Engine) -> list[StudyRow]:
 
 
 def set_study_status(engine: Engine, name: str, status: str) -> None:
+    """Set a study's status by hand: why the workers failed it, and its streak, are cleared."""
+    values = {"status": status, "fail_reason": None, "failure_streak": None}
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(studies_table).where(studies_table.c.name == name).values(status=status)
-        )
+        conn.execute(sa.update(studies_table).where(studies_table.c.name == name).values(values))
 
 
 @dataclass(frozen=True)
@@ -439,7 +445,12 @@ def _upsert(conn: sa.Connection, table: Any, key: list[str], rows: list[dict[str
 
 
 def study_status(row: StudyRow, progress: Progress) -> str:
-    if progress.counted >= row.n_trials and progress.running == 0:
+    """running, stopped or failed as stored; completed once the budget is spent and idle.
+
+    A failed study stays failed even when its last trials spent the budget: the failure is
+    what its owner needs to see.
+    """
+    if row.status != "failed" and progress.counted >= row.n_trials and progress.running == 0:
         return "completed"
     return row.status
 

@@ -193,6 +193,8 @@ def status(
     grid.add_row("study", s.name)
     grid.add_row("task", f"{spec['task']} ({spec['metric']}, {spec['direction']})")
     grid.add_row("status", s.status)
+    if s.fail_reason:
+        grid.add_row("reason", s.fail_reason)
     grid.add_row(
         "progress", f"{p.finished}/{s.n_trials} finished, {p.running} running, {p.waiting} waiting"
     )

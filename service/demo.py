@@ -190,6 +190,8 @@ def _follow(
             bar.update(task, completed=study["progress"]["finished"], detail=detail)
             if study["status"] == "completed":
                 return
+            if study["status"] == "failed":
+                raise RuntimeError(f"the study failed: {study.get('fail_reason')}")
             if all(p.poll() is not None for p in procs):
                 raise RuntimeError("every worker exited before the study completed; see logs")
             time.sleep(1.0)

@@ -38,7 +38,7 @@ from service.schemas import TRIAL_STATES
 CACHE_SECONDS = 2.0
 # Claims take milliseconds when the fleet is healthy; the upper buckets catch lock queues.
 CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-STUDY_STATUSES = ("running", "stopped", "completed")
+STUDY_STATUSES = ("running", "stopped", "completed", "failed")
 
 router = APIRouter(tags=["metrics"], dependencies=[ReadAccess])
 
@@ -64,7 +64,7 @@ def _trial_families(engine: Engine) -> list[Metric]:
     )
     status = GaugeMetricFamily(
         "noisetune_study_status",
-        "1 for the study's current status (running, stopped, completed), 0 for the others.",
+        "1 for the study's current status (running, stopped, completed, failed), 0 for the others.",
         labels=["study", "status"],
     )
     budget = GaugeMetricFamily(

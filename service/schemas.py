@@ -18,7 +18,7 @@ from search_spaces import StudySpec
 StudyCreate = StudySpec
 
 TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-StudyStatus = Literal["running", "stopped", "completed"]
+StudyStatus = Literal["running", "stopped", "completed", "failed"]
 Evaluator = Literal["ped_anova", "fanova"]
 
 
@@ -44,6 +44,9 @@ class StudyPublic(BaseModel):
     best_trial: BestTrialPublic | None
     created_at: datetime
     priority: int
+    fail_reason: str | None = Field(
+        None, description="why the workers stopped the study (status failed); resume clears it"
+    )
 
 
 class StudiesPublic(BaseModel):

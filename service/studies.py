@@ -153,6 +153,7 @@ def _public(storage: RDBStorage, row: StudyRow) -> StudyPublic:
         best_trial=_best_trial(storage, row.study_id),
         created_at=datetime.fromtimestamp(row.created_at, tz=UTC),
         priority=row.priority,
+        fail_reason=row.fail_reason,
     )
 
 
@@ -166,7 +167,10 @@ def list_studies(storage: RDBStorage) -> StudiesPublic:
 
 
 def set_status(storage: RDBStorage, name: str, status: str) -> StudyPublic:
-    """Stop (workers take no new trials; running ones finish) or resume a study."""
+    """Stop (workers take no new trials; running ones finish) or resume a study.
+
+    Resuming a failed study clears its failure: workers serve it again.
+    """
     require_row(storage, name)
     set_study_status(storage.engine, name, status)
     return get_study(storage, name)

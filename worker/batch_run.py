@@ -59,6 +59,9 @@ def plan_stacks(claims: list[Claim], stack_key: StackKey) -> list[list[Claim]]:
     groups: dict[tuple[Any, ...], list[Claim]] = {}
     alone: list[list[Claim]] = []
     for claim in claims:
+        if claim.error is not None:
+            alone.append([claim])  # failed with its sampler's error, untrained
+            continue
         try:
             setup = resolve_trial(claim.spec, claim.trial.params)
             check_noise(setup.eta, setup.gamma)

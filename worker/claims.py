@@ -23,7 +23,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from search_spaces import FloatParam, IntParam, StudySpec, build_pruner, build_sampler
+from search_spaces import FloatParam, IntParam, StudySpec
 from search_spaces.storage import (
     HOLDS_SLOT,
     RUNNING,
@@ -43,7 +43,9 @@ from search_spaces.storage import (
     workers_table,
     write_user_attrs,
 )
+from worker.guarded_sampler import GuardedSampler, guarded_optimizers
 from worker.optuna_tell import tell
+from worker.study_failures import StreakEffect, update_streak
 from worker.tasks import warm_up
 from worker.tasks.base import json_safe
 
@@ -63,6 +65,19 @@ class Claim:
     trial: optuna.Trial
     attempt: int
     engine: sa.Engine
+    # Why the trial cannot train (its study's sampler or pruner failed): it is failed with
+    # this reason instead.
+    error: BaseException | None = None
+
+
+@dataclass
+class _Asked:
+    """A trial asked of Optuna, before its claim is recorded."""
+
+    study: optuna.Study
+    trial: optuna.Trial
+    attempt: int
+    error: BaseException | None
 
 
 @functools.cache
@@ -206,7 +221,11 @@ def claim_trials(
     engine = storage.engine
     candidates = (c for listed in _candidate_lists(engine, only) for c in listed)
     for candidate in candidates:
-        spec = study_spec(candidate)
+        try:
+            spec = study_spec(candidate)
+        except Exception as exc:
+            _skip_unloadable(candidate, exc)
+            continue
         started += warm_up(spec.definition)  # a first trial's imports: not the claim's time
         # Trials that cannot share a stack run one after another: claiming more would only
         # leave them waiting while other workers could have trained them.
@@ -227,8 +246,8 @@ def claim_trials(
             # A reaper found this worker lost (a stalled heartbeat) and gave its slots to
             # others: training these trials could overshoot n_trials. They never trained.
             log.warning("claim on %s lost its reserved slots; giving its trials up", candidate.name)
-            for _, trial, _ in asked:
-                _fail_orphan(storage, trial._trial_id, candidate.name, pending_up_to=-1)
+            for a in asked:
+                _fail_orphan(storage, a.trial._trial_id, candidate.name, pending_up_to=-1)
             continue
         except BaseException:
             # Free the slots now rather than when the reaper finds this worker lost. A trial
@@ -236,15 +255,38 @@ def claim_trials(
             _drop_reservations(engine, reservations_table.c.claim == claim_id)
             raise
         claims = []
-        for study, trial, attempt in asked:
+        for a in asked:
             # Sampling happens after the claim: it is the sampler's cost, not the claim's.
-            suggest_all(trial, spec)
+            error = a.error or _sample(a, spec)
             claims.append(
-                Claim(row=candidate, spec=spec, study=study, trial=trial, attempt=attempt,
-                      engine=engine)
+                Claim(row=candidate, spec=spec, study=a.study, trial=a.trial, attempt=a.attempt,
+                      engine=engine, error=error)
             )  # fmt: skip
         return claims
     return []
+
+
+def _sample(asked: _Asked, spec: StudySpec) -> BaseException | None:
+    """Suggest the trial's parameters; what the sampler raised, if it failed."""
+    try:
+        suggest_all(asked.trial, spec)
+    except Exception as exc:
+        return exc
+    sampler = asked.study.sampler
+    return sampler.error if isinstance(sampler, GuardedSampler) else None
+
+
+# Studies this process cannot load (a task not installed here, a spec it cannot read),
+# by (name, created_at): warned about once, then left to workers that can.
+_unloadable: set[tuple[str, float]] = set()
+
+
+def _skip_unloadable(row: StudyRow, exc: Exception) -> None:
+    key = (row.name, row.created_at)
+    if key not in _unloadable:
+        _unloadable.add(key)
+        log.error("study %s cannot be served by this worker: %s: %s",
+                  row.name, type(exc).__name__, exc)  # fmt: skip
 
 
 def _reserve(
@@ -290,23 +332,28 @@ def _ask(
     spec: StudySpec,
     n: int,
     first_seed_number: int,
-) -> list[tuple[optuna.Study, optuna.Trial, int]]:
-    """ask() `n` trials: each moves to RUNNING (or a queued retry is taken)."""
+) -> list[_Asked]:
+    """ask() `n` trials: each moves to RUNNING (or a queued retry is taken).
+
+    A sampler or pruner that fails does not stop the ask: the trial is asked all the same
+    and carries the error, to be failed with it (see worker.guarded_sampler).
+    """
     asked = []
     for i in range(n):
         # One study object per trial, its sampler seeded for its own number.
         study = copy.copy(_loaded_study(storage, row.name, row.study_id))
-        study.sampler = build_sampler(spec, trial_number=first_seed_number + i)
-        study.pruner = build_pruner(spec)
+        sampler, study.pruner, error = guarded_optimizers(spec, first_seed_number + i)
+        study.sampler = sampler
         trial = study.ask()
-        asked.append((study, trial, int(trial.user_attrs.get("attempt", 0))))
+        attempt = int(trial.user_attrs.get("attempt", 0))
+        asked.append(_Asked(study, trial, attempt, error or sampler.error))
     return asked
 
 
 def _record_claims(
     conn: sa.Connection,
     study_name: str,
-    asked: list[tuple[optuna.Study, optuna.Trial, int]],
+    asked: list[_Asked],
     worker_id: str,
     host: str,
     device: str,
@@ -318,18 +365,18 @@ def _record_claims(
         sa.insert(trial_runs_table),
         [
             {
-                "trial_id": trial._trial_id,
+                "trial_id": a.trial._trial_id,
                 "study_name": study_name,
-                "number": trial.number,
+                "number": a.trial.number,
                 "worker_id": worker_id,
-                "attempt": attempt,
+                "attempt": a.attempt,
                 "counted": False,
                 "claim_seconds": claim_seconds,
             }
-            for _, trial, attempt in asked
+            for a in asked
         ],
     )
-    first = asked[0][1]
+    first = asked[0].trial
     # The worker row has room for one trial: the first; the heartbeat covers all.
     conn.execute(
         sa.update(workers_table)
@@ -338,10 +385,10 @@ def _record_claims(
     )
     who = {"worker": worker_id, "host": host, "device": device}
     attrs = {}
-    for _, trial, attempt in asked:
+    for a in asked:
         # A queued retry came with its attempt already set.
-        extra = {} if "attempt" in trial.user_attrs else {"attempt": attempt}
-        attrs[trial._trial_id] = {**who, **extra}
+        extra = {} if "attempt" in a.trial.user_attrs else {"attempt": a.attempt}
+        attrs[a.trial._trial_id] = {**who, **extra}
     write_user_attrs(conn, attrs)
 
 
@@ -417,8 +464,13 @@ def finish_trial(
     wall_time_s: float | None = None,
     fail_reason: str | None = None,
     counted: bool = True,
+    streak: StreakEffect = None,
 ) -> None:
     """Record a trial's result: its attributes and claim record in one transaction, then tell.
+
+    `streak` moves the study's failure streak in the same transaction (see
+    worker.study_failures): "exception" for a trial that failed with one, "result" for one
+    with a result of its own.
 
     Raises UpdateFinishedTrialError when the trial was finished meanwhile (a reaper gave it
     up, or a retried tell after a dropped connection had in fact committed).
@@ -447,6 +499,8 @@ def finish_trial(
                 f"trial {trial.number} is no longer running"
             )
         write_user_attrs(conn, {trial._trial_id: attrs})
+        limit = claim.spec.max_consecutive_failures
+        update_streak(conn, claim.row.name, streak, limit, fail_reason)
     tell(study, trial, state, value)
 
 
@@ -474,18 +528,28 @@ def _fail_running(storage: optuna.storages.RDBStorage, trial_id: int, reason: st
     return True
 
 
-def fail_and_maybe_retry(claim: Claim, reason: str, *, retry_counts: bool) -> bool:
+def fail_and_maybe_retry(
+    claim: Claim, reason: str, *, retry_counts: bool, streak: StreakEffect = None
+) -> bool:
     """FAIL the trial; queue its parameters again while retries are left.
 
     `retry_counts` is False for an interrupted worker (SIGTERM): that is not the trial's
-    fault, so it does not use up a retry. Returns whether the parameters were queued again.
+    fault, so it does not use up a retry. A trial whose sampler failed (`claim.error`) is
+    queued with only the parameters it was queued with, not the stand-in ones it was given.
+    Returns whether the parameters were queued again.
     """
     spec = claim.spec
     retry = not retry_counts or claim.attempt < spec.max_retries
-    finish_trial(claim, TrialState.FAIL, None, fail_reason=reason, counted=not retry)
+    finish_trial(claim, TrialState.FAIL, None, fail_reason=reason, counted=not retry,
+                 streak=streak)  # fmt: skip
     if retry:
         next_attempt = claim.attempt + 1 if retry_counts else claim.attempt
-        requeue(claim.study, claim.trial.params, next_attempt, claim.trial.number)
+        params = claim.trial.params
+        if claim.error is not None:
+            trial = claim.trial
+            fixed = trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+            params = dict(fixed or {})
+        requeue(claim.study, params, next_attempt, claim.trial.number)
     return retry
 
 

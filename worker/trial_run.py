@@ -18,6 +18,7 @@ from search_spaces import resolve_trial
 from worker.claims import Claim, fail_and_maybe_retry, finish_trial
 from worker.db_retry import with_db_retry
 from worker.reports import report_point
+from worker.study_failures import counts_as_failure
 from worker.tasks import load_trainer
 
 log = logging.getLogger("noisetune.worker")
@@ -78,6 +79,9 @@ def _record(fn: Any, *args: Any, **kwargs: Any) -> None:
 
 def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
     trial, spec = claim.trial, claim.spec
+    if claim.error is not None:  # its sampler or pruner failed: nothing to train
+        record_outcome(claim, claim.error, [], 0.0)
+        return
     started = time.monotonic()
     curve: list[dict[str, Any]] = []
     outcome: dict[str, Any] | Exception
@@ -117,6 +121,19 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
     record_outcome(claim, outcome, curve, time.monotonic() - started)
 
 
+MAX_REASON_CHARS = 1000
+
+
+def failure_reason(claim: Claim, exc: BaseException) -> str:
+    """One line naming the exception's type and message (a trial's ``fail_reason``)."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if exc is claim.error:
+        reason = f"sampler or pruner failed: {reason}"
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
+    return reason
+
+
 def record_outcome(
     claim: Claim,
     outcome: dict[str, Any] | BaseException,
@@ -135,6 +152,7 @@ def record_outcome(
             metrics=curve[-1] if curve else None,
             curve=curve,
             wall_time_s=wall,
+            streak="result",
         )
         log.info("trial %s of %s pruned", trial.number, spec.name)
         return
@@ -143,7 +161,7 @@ def record_outcome(
         log.info("trial %s of %s interrupted and queued again", trial.number, spec.name)
         return
     if isinstance(outcome, BaseException):
-        reason = f"{type(outcome).__name__}: {outcome}"
+        reason = failure_reason(claim, outcome)
         log.error(
             "trial %s of %s failed: %s\n%s",
             trial.number,
@@ -151,7 +169,8 @@ def record_outcome(
             reason,
             "".join(traceback.format_exception(outcome)),
         )
-        _record(fail_and_maybe_retry, claim, reason, retry_counts=True)
+        streak = "exception" if counts_as_failure(outcome) else None
+        _record(fail_and_maybe_retry, claim, reason, retry_counts=True, streak=streak)
         return
     final = outcome
     value = final.get(metric)
@@ -167,6 +186,7 @@ def record_outcome(
             wall_time_s=wall,
             fail_reason="diverged",
             counted=True,
+            streak="result",
         )
         log.info("trial %s of %s diverged", trial.number, spec.name)
         return
@@ -178,5 +198,6 @@ def record_outcome(
         metrics=final,
         curve=curve,
         wall_time_s=wall,
+        streak="result",
     )
     log.info("trial %s of %s: %s = %.4g (%.1fs)", trial.number, spec.name, metric, value, wall)

@@ -20,7 +20,9 @@
     status.className = `badge ${study.status}`;
     status.textContent = study.status;
     document.getElementById("stop-btn").hidden = study.status !== "running";
-    document.getElementById("resume-btn").hidden = study.status !== "stopped";
+    document.getElementById("resume-btn").hidden = !["stopped", "failed"].includes(study.status);
+    document.getElementById("fail-banner").hidden = study.status !== "failed";
+    document.getElementById("fail-reason").textContent = study.fail_reason || "";
     const p = study.progress;
     document.getElementById("finished").textContent = p.finished;
     document.getElementById("n-trials").textContent = study.n_trials;

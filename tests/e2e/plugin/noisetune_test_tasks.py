@@ -1,0 +1,15 @@
+"""Task definitions registered only in end-to-end tests, as a third-party package would."""
+
+from __future__ import annotations
+
+from search_spaces import QuadraticConfig, TaskDefinition
+
+# Its trainer's module needs a package that is not installed: importing it raises.
+BROKEN_IMPORT = TaskDefinition(
+    name="broken_import",
+    config_model=QuadraticConfig,
+    metrics={"loss": "minimize"},
+    primary_metric="loss",
+    trainer="noisetune_test_broken_trainer:train",
+    description="A test task whose trainer cannot be imported.",
+)
