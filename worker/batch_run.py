@@ -48,9 +48,9 @@ def load_stacked_trainer(spec: StudySpec) -> tuple[StackedTrainer, StackKey] | N
     try:
         module = importlib.import_module(module_name)
         return getattr(module, attr), module.stack_key
-    except (ImportError, AttributeError) as exc:
-        log.error("task %s: cannot load stacked trainer %r (%s); training singly",
-                  spec.task, name, exc)  # fmt: skip
+    except Exception as exc:  # a module that raises on import too: its trials still run
+        log.error("task %s: cannot load stacked trainer %r (%s: %s); training singly",
+                  spec.task, name, type(exc).__name__, exc)  # fmt: skip
         return None
 
 
