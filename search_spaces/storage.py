@@ -123,6 +123,18 @@ RUNNING: sa.ColumnClause[Any] = sa.literal_column("'RUNNING'")
 HOLDS_SLOT = sa.or_(trial_runs_table.c.counted, trial_runs_table.c.fail_reason.is_(None))
 
 
+# A worker is lost once it missed this many of its own heartbeat intervals (kill -9, a lost
+# machine): the reaper then fails its trials, and the dashboard stops showing it.
+MISSED_BEATS = 2
+
+
+def worker_lost(at: float | None = None) -> sa.ColumnElement[bool]:
+    """Workers that exited, were given up, or missed MISSED_BEATS of their own intervals."""
+    w = workers_table.c
+    at = time.time() if at is None else at
+    return sa.or_(w.state != "alive", w.heartbeat_at < at - MISSED_BEATS * w.heartbeat_interval)
+
+
 def resolve_url(url: str | None = None) -> str:
     """`--storage`, else ``NOISETUNE_STORAGE``, else a SQLite file in the working directory."""
     return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE

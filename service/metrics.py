@@ -26,12 +26,11 @@ from sqlalchemy.engine import Engine
 from search_spaces.storage import (
     Progress,
     list_study_rows,
-    now,
     study_status,
     trial_runs_table,
+    worker_lost,
     workers_table,
 )
-from service.api.workers import MISSED_BEATS
 from service.deps import EngineDep, ReadAccess
 from service.schemas import TRIAL_STATES
 
@@ -97,10 +96,10 @@ def _trial_families(engine: Engine) -> list[Metric]:
 
 def _worker_families(engine: Engine) -> list[Metric]:
     t = workers_table.c
-    # The same rule as GET /api/v1/workers: alive, and heard from within two own intervals.
+    # The same rule as GET /api/v1/workers: not lost (search_spaces.storage.worker_lost).
     query = (
         sa.select(t.device, sa.func.count(), sa.func.count(t.trial_id))
-        .where(t.state == "alive", t.heartbeat_at >= now() - MISSED_BEATS * t.heartbeat_interval)
+        .where(sa.not_(worker_lost()))
         .group_by(t.device)
         .order_by(t.device)
     )

@@ -8,25 +8,18 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 from sqlalchemy.engine import Engine
 
-from search_spaces.storage import now, workers_table
+from search_spaces.storage import now, worker_lost, workers_table
 from service.deps import EngineDep, ReadAccess
 from service.schemas import WorkerPublic, WorkersPublic
 
 router = APIRouter(prefix="/workers", tags=["workers"], dependencies=[ReadAccess])
 
-# A worker that missed two heartbeats in a row is not shown as live any more.
-MISSED_BEATS = 2
-
 
 def live_workers(engine: Engine, at: float | None = None) -> list[WorkerPublic]:
-    """Workers in state alive whose last heartbeat is within two of their own intervals."""
+    """Workers not lost (see search_spaces.storage.worker_lost) at `at` (default: now)."""
     t = workers_table.c
     at = now() if at is None else at
-    query = (
-        sa.select(workers_table)
-        .where(t.state == "alive", t.heartbeat_at >= at - MISSED_BEATS * t.heartbeat_interval)
-        .order_by(t.started_at, t.id)
-    )
+    query = sa.select(workers_table).where(sa.not_(worker_lost(at))).order_by(t.started_at, t.id)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return [

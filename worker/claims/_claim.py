@@ -1,0 +1,36 @@
+"""A claimed trial, and the study spec it is trained under."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+import sqlalchemy as sa
+
+from search_spaces import StudySpec
+from search_spaces.storage import StudyRow
+from worker.claims._cache import caches
+
+
+@dataclass
+class Claim:
+    row: StudyRow
+    spec: StudySpec
+    study: optuna.Study
+    trial: optuna.Trial
+    attempt: int
+    engine: sa.Engine
+    # Why the trial cannot train (its study's sampler or pruner failed): it is failed with
+    # this reason instead.
+    error: BaseException | None = None
+
+
+def study_spec(row: StudyRow) -> StudySpec:
+    """The study's spec, validated once per study and process."""
+    return caches.spec(row)
+
+
+def can_stack(spec: StudySpec) -> bool:
+    """Whether trials of this study can train as one stack (repeats run one after another)."""
+    definition = spec.definition
+    return bool(definition.stackable and definition.stacked_trainer and spec.repeats == 1)
