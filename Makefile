@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # A CPU build here; GPU users may override, e.g. `make demo TORCH=torch`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test check lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: setup
 	$(BIN)/pytest -q
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The fast lane for iterating: lint, types, and every test but the end-to-end runs of real
+# fleets and the browser (about 1.5 minutes here). `make test` stays the whole suite.
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "not slow and not browser"
 
 lint: setup
 	$(BIN)/ruff check .
