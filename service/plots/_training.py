@@ -15,10 +15,6 @@ from service.plots._snapshot import StudySnapshot, TooFew, too_few
 MAX_CURVES = 200
 BEST_SCHEDULES = 5
 SCHEDULE_POINTS = 300
-# scikit-learn's digits has 1,797 images; the worker's stratified split keeps
-# 1 - val_fraction of them for training (test size rounded up).
-DIGITS_IMAGES = 1797
-MNIST_TRAIN = 60000
 
 
 class Curve(NamedTuple):
@@ -87,26 +83,19 @@ def sigma(eta: float, gamma: float, steps: np.ndarray) -> np.ndarray:
     return np.asarray(PolynomialSchedule(eta, gamma).std(steps), dtype=float)
 
 
-def total_steps(snap: StudySnapshot, trial: FrozenTrial) -> int:
-    """Optimizer steps the trial took: its reported `steps`, else an estimate from its config."""
+def total_steps(trial: FrozenTrial) -> int:
+    """Optimizer steps the trial took, as its worker recorded them.
+
+    A finished trial's metrics carry ``steps``; each point of its curve carries the steps
+    reached by that epoch. A trainer that reports neither is drawn one step per epoch.
+    """
     metrics = trial.user_attrs.get("metrics") or {}
-    steps = metrics.get("steps")
-    if isinstance(steps, int | float) and steps >= 1:
-        return int(steps)
-    config = snap.config(trial)
-    epochs = (
-        metrics.get("epochs") or len(trial.user_attrs.get("curve") or []) or config.get("epochs", 1)
-    )
-    if snap.spec.get("task") != "deep_mlp":
-        return max(int(epochs), 1)
-    val_fraction = float(config.get("val_fraction", 0.22))
-    n_train = (
-        MNIST_TRAIN
-        if config.get("dataset") == "mnist"
-        else DIGITS_IMAGES - math.ceil(DIGITS_IMAGES * val_fraction)
-    )
-    per_epoch = math.ceil(n_train / int(config.get("batch_size", 128)))
-    return max(int(epochs) * per_epoch, 1)
+    curve = trial.user_attrs.get("curve") or []
+    last = curve[-1] if curve and isinstance(curve[-1], dict) else {}
+    for steps in (metrics.get("steps"), last.get("steps")):
+        if isinstance(steps, int | float) and not isinstance(steps, bool) and steps >= 1:
+            return int(steps)
+    return max(int(metrics.get("epochs") or len(curve) or 1), 1)
 
 
 def schedule_steps(n_steps: int, points: int = SCHEDULE_POINTS) -> np.ndarray:
@@ -128,7 +117,7 @@ def noise_schedule_info(
     for trial in snap.ranked()[:best]:
         eta = float(snap.param(trial, "eta") or 0.0)
         gamma = float(snap.param(trial, "gamma") or 0.0)
-        steps = schedule_steps(total_steps(snap, trial))
+        steps = schedule_steps(total_steps(trial))
         schedules.append(
             Schedule(
                 trial.number,

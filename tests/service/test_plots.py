@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from search_spaces.storage import open_storage
 from service.plots import PLOT_KINDS, build_figure, compute_info, study_snapshot
@@ -106,11 +106,18 @@ def test_fixed_gamma_comes_from_the_space(paper: str) -> None:
     assert isinstance(contour, TooFew) and "gamma = 0.55" in contour.message
 
 
-def test_schedule_length_estimated_without_reported_steps(paper: str) -> None:
-    snap = study_snapshot(open_storage(paper), "paper")
-    bare = create_trial(value=0.5, params={}, distributions={}, user_attrs={"metrics": {}})
-    # digits keeps 1797 - ceil(1797 * 0.22) = 1401 training images: 11 batches of 128 per epoch.
-    assert total_steps(snap, bare) == 5 * 11
+def test_schedule_length_comes_from_the_steps_workers_record() -> None:
+    def trial(**user_attrs: Any) -> FrozenTrial:
+        return create_trial(value=0.5, params={}, distributions={}, user_attrs=user_attrs)
+
+    assert total_steps(trial(metrics={"steps": 770, "epochs": 70})) == 770
+    # A pruned trial's metrics are its last curve point, which holds the steps reached.
+    curve = [{"epoch": 1, "steps": 11}, {"epoch": 2, "steps": 22}]
+    assert total_steps(trial(metrics={}, curve=curve)) == 22
+    # A trainer that reports no steps at all: one step per epoch, whatever the task.
+    assert total_steps(trial(metrics={"epochs": 5})) == 5
+    assert total_steps(trial(metrics={}, curve=[{"epoch": 1}, {"epoch": 2}])) == 2
+    assert total_steps(trial(metrics={})) == 1
 
 
 def test_contour_is_eta_by_gamma_with_cells_averaged(paper: str) -> None:

@@ -10,7 +10,8 @@ The trainer contract (each task module's ``train``)::
   definition and raises ``TaskConfigError`` naming the bad keys.
 - ``config["seed"]`` seeds everything the run draws at random.
 - ``report(epoch, metrics)`` is called after every epoch (epochs count from 1) with all
-  of the task's metrics; whatever it raises propagates unchanged (pruning, shutdown).
+  of the task's metrics and ``steps``, the optimizer steps taken so far (plots draw noise
+  schedules from it); whatever it raises propagates unchanged (pruning, shutdown).
 - The result holds every metric of the definition plus ``steps`` (optimizer steps),
   ``epochs`` (epochs completed) and ``diverged``. A non-finite loss ends the run early
   with ``diverged: True``; the losses of that epoch are then ``float("nan")``, which

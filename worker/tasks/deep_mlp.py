@@ -166,7 +166,7 @@ def train(
                 bar.set_postfix(val_acc=f"{val_accuracy:.3f}", loss=f"{train_loss:.3g}")
                 bar.update()
             if report is not None:
-                report(epoch, dict(metrics))
+                report(epoch, {**metrics, "steps": steps})
             if diverged:
                 break
     finally:

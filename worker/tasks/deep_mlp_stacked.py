@@ -318,7 +318,7 @@ def run_stack(
             report = members[member_id].report
             try:
                 if report is not None:
-                    report(epoch, dict(metrics))
+                    report(epoch, {**metrics, "steps": steps})
             except Exception as exc:  # stops this member only
                 result = exc
             if result is None and (diverged or epoch == lead.epochs):

@@ -56,7 +56,7 @@ def train(
             time.sleep(cfg.sleep_s)
         nan = {"loss": float("nan")}
         if report is not None:
-            report(1, dict(nan))
+            report(1, {**nan, "steps": 1})
         return final_result(nan, steps=1, epochs=1, diverged=True)
 
     final = objective(eta, gamma, cfg.seed)
@@ -66,5 +66,5 @@ def train(
             time.sleep(cfg.sleep_s)
         loss = final + (1.0 / epoch - 1.0 / cfg.epochs)  # exactly final at the last epoch
         if report is not None:
-            report(epoch, {"loss": loss})
+            report(epoch, {"loss": loss, "steps": epoch})
     return final_result({"loss": loss}, steps=cfg.epochs, epochs=cfg.epochs, diverged=False)
