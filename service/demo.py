@@ -139,8 +139,11 @@ def run_demo(
     name = "paper-demo-" + datetime.now().strftime("%Y%m%d-%H%M%S")
     spec = demo_spec(name, trials or 40, epochs or 150)
     log_dir = tempfile.mkdtemp(prefix="noisetune-demo-")
-    server_cmd = [sys.executable, "-m", "service", "serve", "--storage", url, "--port", str(port)]
-    worker_cmd = [sys.executable, "-m", "worker", "--storage", url, "--exit-when-idle"]
+    # Both through the `noisetune` command itself (`python -m service` is that command, also
+    # where the virtual environment's bin folder is not on PATH).
+    noisetune = [sys.executable, "-m", "service"]
+    server_cmd = [*noisetune, "serve", "--storage", url, "--port", str(port)]
+    worker_cmd = [*noisetune, "worker", "--storage", url, "--exit-when-idle"]
     address = f"http://127.0.0.1:{port}"
     console.print(f"[bold]noisetune demo[/bold]: storage {url}, {workers} workers")
     console.print(f"Logs of the server and workers: {log_dir}")
