@@ -136,3 +136,26 @@ def test_a_database_error_in_training_does_not_count_toward_the_streak() -> None
     assert counts_as_failure(ImportError("x")) and counts_as_failure(RuntimeError("x"))
     assert not counts_as_failure(sa.exc.OperationalError("SELECT 1", {}, Exception("down")))
     assert not counts_as_failure(optuna.exceptions.StorageInternalError("lost connection"))
+
+
+@pytest.mark.parametrize(
+    ("sampler", "pruner"),
+    [
+        ({"type": "tpe", "options": {"n_startup_trials": "abc"}}, {"type": "none"}),
+        ({"type": "tpe", "options": {"constraints_func": "x"}}, {"type": "none"}),
+        ({"type": "cmaes", "options": {"independent_sampler": {}}}, {"type": "none"}),
+        ({"type": "random"}, {"type": "hyperband", "options": {"reduction_factor": "x"}}),
+    ],
+    ids=["tpe-startup-text", "tpe-constraints-text", "cmaes-sampler-dict", "hyperband-text"],
+)
+def test_no_stored_poison_option_stops_a_worker(
+    storage: optuna.storages.RDBStorage, sampler: dict[str, Any], pruner: dict[str, Any]
+) -> None:
+    _store_unchecked(storage, "poison", sampler=sampler, pruner=pruner, n_trials=4)
+    worker = Worker(str(storage.engine.url.render_as_string(False)), "cpu", None, 5.0)
+    assert worker.run(max_trials=None, exit_when_idle=True) == 0
+    study = get_study(storage, "poison")
+    # Whatever the option breaks, the study ends: failed with the reason, or completed.
+    assert study.status in ("failed", "completed"), study
+    if study.status == "failed":
+        assert all(r.split(":")[0].strip() for r in _fail_reasons(storage, "poison"))
