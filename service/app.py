@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, the body-size guard, error mapping and ``/healthz``.
+"""The FastAPI application: routers, the body guards, error mapping and ``/healthz``.
 
 Domain code raises its own exceptions; this module alone turns them into HTTP answers, so
 that no input a client can send makes the server answer 500.
@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search_spaces import PrunerSpec, SamplerSpec, SearchSpaceError, StudySpec, TaskConfigError
@@ -23,8 +24,10 @@ from service.api import api_router
 from service.auth import InsufficientScope, MissingToken
 from service.metrics import router as metrics_router
 from service.pages import router as pages_router
+from service.responses import SafeJSONResponse
 from service.schemas import HealthPublic
 from service.settings import Settings
+from service.spec_text import JsonDepthLimit
 from service.studies import InvalidInput, StudyExists, StudyNotFound
 
 # Where a validation error without a field of its own comes from, by exception type.
@@ -122,7 +125,8 @@ class BodyLimit:
 
 
 def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    # Messages may echo the input, lone surrogates included: SafeJSONResponse can carry them.
+    return SafeJSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def _add_exception_handlers(app: FastAPI) -> None:
@@ -140,12 +144,19 @@ def _add_exception_handlers(app: FastAPI) -> None:
         assert isinstance(exc, InvalidInput)
         return _detail(422, [{"loc": exc.loc, "msg": exc.msg}])
 
+    async def http_error(request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code in {204, 304}:  # no body allowed
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return _detail(exc.status_code, exc.detail, headers=dict(exc.headers or {}))
+
     async def database_down(request: Request, exc: Exception) -> JSONResponse:
         # The message may hold the database's address; it stays in the server's log.
         return _detail(503, "the database is unavailable; try again shortly")
 
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(InvalidInput, invalid_input)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     handle(StudyNotFound, 404)
     handle(StudyExists, 409)
     handle(SearchSpaceError, 422)
@@ -168,6 +179,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(pages_router)
     app.include_router(metrics_router)
+    # The last added runs first: the body's size is checked before its nesting depth.
+    app.add_middleware(JsonDepthLimit)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_exception_handlers(app)
 
