@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, the body guards, error mapping and ``/healthz``.
+"""The FastAPI application: routers, request guards, error mapping and ``/healthz``.
 
 Domain code raises its own exceptions; this module alone turns them into HTTP answers, so
 that no input a client can send makes the server answer 500.
@@ -22,10 +22,12 @@ from search_spaces import PrunerSpec, SamplerSpec, SearchSpaceError, StudySpec, 
 from search_spaces.storage import open_storage
 from service.api import api_router
 from service.auth import InsufficientScope, MissingToken
+from service.docs import router as docs_router
 from service.metrics import router as metrics_router
 from service.pages import router as pages_router
 from service.responses import SafeJSONResponse
 from service.schemas import HealthPublic
+from service.security import BrowserGuard, SecurityHeaders
 from service.settings import Settings
 from service.spec_text import JsonDepthLimit
 from service.studies import InvalidInput, StudyExists, StudyNotFound
@@ -174,14 +176,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="noisetune",
         summary="Hyperparameter search for annealed gradient-noise schedules.",
         version="0.1.0",
+        # /docs is served by service.docs, from local files; ReDoc is not served.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.include_router(api_router)
     app.include_router(pages_router)
+    app.include_router(docs_router)
     app.include_router(metrics_router)
-    # The last added runs first: the body's size is checked before its nesting depth.
+    # The last added runs first: headers on every answer, then the Host and cross-site
+    # checks before any body is read, then the body's size, then its nesting depth.
     app.add_middleware(JsonDepthLimit)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders)
     _add_exception_handlers(app)
 
     @app.get(
