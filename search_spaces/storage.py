@@ -103,6 +103,10 @@ tokens_table = sa.Table(
     sa.Column("scope", sa.String(16), nullable=False),
     sa.Column("name", sa.String(255)),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Unix seconds; last use is recorded at most once a minute per token.
+    sa.Column("last_used_at", sa.Float),
+    # Revoked tokens stay listed (who had access, until when) and never authorize again.
+    sa.Column("revoked_at", sa.Float),
 )
 
 

@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, the body-size guard, error mapping and ``/healthz``.
+"""The FastAPI application: routers, request guards, error mapping and ``/healthz``.
 
 Domain code raises its own exceptions; this module alone turns them into HTTP answers, so
 that no input a client can send makes the server answer 500.
@@ -10,21 +10,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search_spaces import PrunerSpec, SamplerSpec, SearchSpaceError, StudySpec, TaskConfigError
 from search_spaces.storage import open_storage
 from service.api import api_router
 from service.auth import InsufficientScope, MissingToken
+from service.docs import router as docs_router
 from service.metrics import router as metrics_router
 from service.pages import router as pages_router
+from service.responses import SafeJSONResponse
 from service.schemas import HealthPublic
+from service.security import BrowserGuard, SecurityHeaders
 from service.settings import Settings
+from service.spec_text import JsonDepthLimit
 from service.studies import InvalidInput, StudyExists, StudyNotFound
 
 # Where a validation error without a field of its own comes from, by exception type.
@@ -122,7 +127,8 @@ class BodyLimit:
 
 
 def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    # Messages may echo the input, lone surrogates included: SafeJSONResponse can carry them.
+    return SafeJSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def _add_exception_handlers(app: FastAPI) -> None:
@@ -140,12 +146,19 @@ def _add_exception_handlers(app: FastAPI) -> None:
         assert isinstance(exc, InvalidInput)
         return _detail(422, [{"loc": exc.loc, "msg": exc.msg}])
 
+    async def http_error(request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code in {204, 304}:  # no body allowed
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return _detail(exc.status_code, exc.detail, headers=dict(exc.headers or {}))
+
     async def database_down(request: Request, exc: Exception) -> JSONResponse:
         # The message may hold the database's address; it stays in the server's log.
         return _detail(503, "the database is unavailable; try again shortly")
 
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(InvalidInput, invalid_input)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     handle(StudyNotFound, 404)
     handle(StudyExists, 409)
     handle(SearchSpaceError, 422)
@@ -163,12 +176,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="noisetune",
         summary="Hyperparameter search for annealed gradient-noise schedules.",
         version="0.1.0",
+        # /docs is served by service.docs, from local files; ReDoc is not served.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.include_router(api_router)
     app.include_router(pages_router)
+    app.include_router(docs_router)
     app.include_router(metrics_router)
+    # The last added runs first: headers on every answer, then the Host and cross-site
+    # checks before any body is read, then the body's size, then its nesting depth.
+    app.add_middleware(JsonDepthLimit)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders)
     _add_exception_handlers(app)
 
     @app.get(

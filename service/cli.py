@@ -73,11 +73,39 @@ def _open(storage: str | None) -> RDBStorage:
         fail(f"cannot open the storage {_shown_url(url)}: {reason}")
 
 
+class AuthMode(enum.StrEnum):
+    auto = "auto"
+    required = "required"
+
+
 @app.command()
 def serve(
     storage: StorageOption = None,
     host: Annotated[str | None, typer.Option(help="default: $NOISETUNE_HOST or 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="default: $NOISETUNE_PORT or 8000")] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="host names the server answers to besides loopback, comma-separated "
+            "('*': any, only behind a proxy that checks Host); default: $NOISETUNE_ALLOWED_HOSTS"
+        ),
+    ] = None,
+    auth: Annotated[
+        AuthMode | None,
+        typer.Option(
+            help="auto: writes need a token once tokens exist, an API token is set or the "
+            "server listens beyond loopback; required: every write needs one "
+            "(default: $NOISETUNE_AUTH or auto)"
+        ),
+    ] = None,
+    read_requires_token: Annotated[
+        bool | None,
+        typer.Option(
+            "--read-requires-token",
+            help="reads need a token too (default: $NOISETUNE_READ_REQUIRES_TOKEN)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the REST API server."""
     import uvicorn
@@ -86,15 +114,49 @@ def serve(
     from service.app import create_app
     from service.settings import Settings
 
-    given: dict[str, Any] = {"storage": storage, "host": host, "port": port}
+    given: dict[str, Any] = {
+        "storage": storage,
+        "host": host,
+        "port": port,
+        "allowed_hosts": allowed_hosts,
+        "auth": auth.value if auth else None,
+        "read_requires_token": read_requires_token,
+    }
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         fail(f"bad setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
     typer.echo(f"noisetune: storage {_shown_url(settings.storage_url)}", err=True)
-    if settings.exposed:
-        typer.echo("noisetune: listening beyond loopback, so writes need a token", err=True)
+    for line in _serve_notes(settings):
+        typer.echo(f"noisetune: {line}", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+def _serve_notes(settings: Any) -> list[str]:
+    """What `serve` says at start about who may reach and change the server."""
+    notes = []
+    if settings.exposed:
+        notes.append("listening beyond loopback, so writes need a token")
+        if not settings.allowed_hosts:
+            notes.append(
+                "warning: only loopback host names (127.0.0.1, localhost, [::1]) will be "
+                "answered; name this server's others with --allowed-hosts"
+            )
+    if settings.auth == "required" or settings.read_requires_token:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from search_spaces.storage import open_storage
+        from service.auth import list_tokens
+
+        try:
+            tokens = list_tokens(open_storage(settings.storage_url).engine)
+        except (SQLAlchemyError, OSError, ValueError):
+            return notes  # the server still starts; /healthz says the database is down
+        if not any(t.revoked_at is None for t in tokens) and settings.api_token is None:
+            notes.append(
+                "no token exists yet: make one with `noisetune token create --scope write`"
+            )
+    return notes
 
 
 def _server_message(response: Any) -> str:
@@ -229,6 +291,53 @@ def token_create(
     token = create_token(_open(storage).engine, scope.value, name)
     typer.echo(token)
     typer.echo("Keep this token now: it cannot be shown again.", err=True)
+
+
+def _when(stamp: float | None) -> str:
+    from datetime import UTC, datetime
+
+    if stamp is None:
+        return "-"
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@token_app.command("list")
+def token_list(storage: StorageOption = None) -> None:
+    """List tokens: id, name, scope, when made, last used and revoked (never the token)."""
+    from rich.table import Table
+
+    from service.auth import list_tokens
+
+    tokens = list_tokens(_open(storage).engine)
+    if not tokens:
+        typer.echo("no tokens (`noisetune token create` makes one)")
+        return
+    table = Table("id", "name", "scope", "created", "last used", "revoked")
+    for t in tokens:
+        table.add_row(
+            str(t.id),
+            t.name or "-",
+            t.scope,
+            _when(t.created_at),
+            _when(t.last_used_at),
+            _when(t.revoked_at),
+        )
+    _console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(metavar="ID", help="the token's id (`token list`)")],
+    storage: StorageOption = None,
+) -> None:
+    """Revoke a token: requests with it are refused from now on. It stays listed as revoked."""
+    from service.auth import TokenNotFound, revoke_token
+
+    try:
+        revoked = revoke_token(_open(storage).engine, token_id)
+    except TokenNotFound:
+        fail(f"no token has the id {token_id} (`noisetune token list` shows them)")
+    typer.echo(f"token {token_id} {'revoked' if revoked else 'was already revoked'}", err=True)
 
 
 @app.command()

@@ -44,7 +44,10 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None
 
 
-def _authorize(request: Request, settings: Settings, engine: Engine, needed: auth.Scope) -> None:
+def authorize_request(
+    request: Request, settings: Settings, engine: Engine, needed: auth.Scope
+) -> None:
+    """Raise an `auth.AuthError` unless this request's token may do a `needed` request."""
     api_token = settings.api_token.get_secret_value() if settings.api_token else None
     auth.authorize(
         engine,
@@ -53,15 +56,16 @@ def _authorize(request: Request, settings: Settings, engine: Engine, needed: aut
         api_token=api_token,
         exposed=settings.exposed,
         read_requires_token=settings.read_requires_token,
+        mode=settings.auth,
     )
 
 
 def require_read(request: Request, settings: SettingsDep, engine: EngineDep) -> None:
-    _authorize(request, settings, engine, "read")
+    authorize_request(request, settings, engine, "read")
 
 
 def require_write(request: Request, settings: SettingsDep, engine: EngineDep) -> None:
-    _authorize(request, settings, engine, "write")
+    authorize_request(request, settings, engine, "write")
 
 
 # Route and router dependencies: reads are open unless configured otherwise; writes need a

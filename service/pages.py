@@ -18,13 +18,15 @@ from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
 
 from search_spaces import BUILTIN_SPACES, task_definitions
 from service import auth, studies
 from service.api.workers import live_workers
-from service.deps import EngineDep, SettingsDep, StorageDep, bearer_token
+from service.deps import EngineDep, SettingsDep, StorageDep, authorize_request
 from service.plots import PLOT_KINDS, TITLES
 from service.plots._trial import trial_detail
+from service.settings import Settings
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -61,18 +63,10 @@ def _num(value: Any) -> str:
     return str(value)
 
 
-def _reads_open(request: Request, settings: Any, engine: Any) -> bool:
+def _reads_open(request: Request, settings: Settings, engine: Engine) -> bool:
     """Whether this request may read without a token (browsers send none on navigation)."""
-    api_token = settings.api_token.get_secret_value() if settings.api_token else None
     try:
-        auth.authorize(
-            engine,
-            bearer_token(request),
-            "read",
-            api_token=api_token,
-            exposed=settings.exposed,
-            read_requires_token=settings.read_requires_token,
-        )
+        authorize_request(request, settings, engine, "read")
     except auth.AuthError:
         return False
     return True

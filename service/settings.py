@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from search_spaces.storage import resolve_url
 
@@ -26,6 +28,20 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     read_requires_token: bool = False
+    # "auto": writes need a token once the deployment looks shared (see service.auth);
+    # "required": every write needs one, e.g. behind a proxy, where the bind address is
+    # loopback and says nothing about who can reach the server.
+    auth: Literal["auto", "required"] = "auto"
+    # Host names the server answers to besides loopback ("*": any; only behind a proxy that
+    # checks Host). Comma-separated in NOISETUNE_ALLOWED_HOSTS.
+    allowed_hosts: Annotated[list[str], NoDecode] = []
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @property
     def storage_url(self) -> str:

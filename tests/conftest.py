@@ -194,8 +194,13 @@ def make_client(storage_url: str) -> Iterator[Callable[..., Any]]:
             "api_token": None,
             "read_requires_token": False,
             "max_body_bytes": 1024 * 1024,
+            "auth": "auto",
+            "allowed_hosts": [],
         }
-        clients.append(TestClient(create_app(Settings(**(values | overrides)))))
+        app = create_app(Settings(**(values | overrides)))
+        # A loopback name: the server answers no other Host by default (TestClient's own
+        # default is "testserver").
+        clients.append(TestClient(app, base_url="http://127.0.0.1"))
         return clients[-1]
 
     yield make

@@ -10,19 +10,24 @@ import json
 import math
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from search_spaces import StudySpec
 from service import plots
 from service.deps import ReadAccess, StorageDep
 from service.plots._trial import TrialNotFound, load_trial, trial_curve_figure, trial_curve_info
+from service.responses import SafeJSONResponse
 from service.schemas import Evaluator
+from service.spec_text import SpecTextError, load_yaml
 from service.studies import InvalidInput
 
 router = APIRouter(tags=["plots"], dependencies=[ReadAccess])
+
+# A spec is a few hundred bytes; parsing YAML costs far more per byte than reading JSON.
+MAX_SPEC_BYTES = 64 * 1024
 
 
 @router.get(
@@ -75,15 +80,6 @@ def read_trial_curve(
     return Response(content=fig.to_json(), media_type="application/json")
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without anchors and aliases: a few aliases can expand exponentially."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("YAML anchors and aliases (&name, *name) are not supported")
-        return super().compose_node(parent, index)
-
-
 def _finite(value: Any, loc: list[str | int]) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(loc, f"{'.'.join(map(str, loc[1:]))}: must be a finite number")
@@ -101,9 +97,9 @@ def _finite(value: Any, loc: list[str | int]) -> None:
 def parse_spec_text(text: str) -> dict[str, Any]:
     """A study spec from YAML or JSON text, validated like ``POST /studies`` validates it."""
     try:
-        raw = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise InvalidInput(["body"], f"the spec is not valid YAML or JSON: {exc}") from None
+        raw = load_yaml(text)
+    except SpecTextError as exc:
+        raise InvalidInput(["body"], str(exc)) from None
     if not isinstance(raw, dict):
         raise InvalidInput(["body"], "the spec must be a mapping (name: ..., task: ..., ...)")
     _finite(raw, ["body"])
@@ -118,6 +114,7 @@ def parse_spec_text(text: str) -> dict[str, Any]:
 
 @router.post(
     "/specs/parse",
+    response_model=dict[str, Any],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -128,14 +125,20 @@ def parse_spec_text(text: str) -> dict[str, Any]:
         }
     },
 )
-async def parse_spec(request: Request) -> dict[str, Any]:
+async def parse_spec(request: Request) -> Response:
     """Turn a YAML (or JSON) study spec into the JSON body ``POST /studies`` takes.
 
-    Answers ``{"spec": {...}}``, or 422 with the same messages ``POST /studies`` gives.
+    Answers ``{"spec": {...}}``, or 422 with the same messages ``POST /studies`` gives;
+    413 for a spec over 64 KiB.
     """
     body = await request.body()
+    if len(body) > MAX_SPEC_BYTES:
+        raise HTTPException(413, f"a spec to parse may be at most {MAX_SPEC_BYTES} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput(["body"], "the spec must be UTF-8 text") from None
-    return {"spec": parse_spec_text(text)}
+    # Parsing is CPU work: in a thread, so that the server keeps answering meanwhile.
+    spec = await run_in_threadpool(parse_spec_text, text)
+    # Safe for any string the YAML held (a lone surrogate, by Python's YAML parser).
+    return SafeJSONResponse({"spec": spec})

@@ -450,7 +450,8 @@ import sys
 from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
-client = TestClient(create_app(Settings(storage="sqlite:///{tmp_path}/t.db")))
+app = create_app(Settings(storage="sqlite:///{tmp_path}/t.db"))
+client = TestClient(app, base_url="http://127.0.0.1")
 body = {{"name": "s", "task": "deep_mlp", "task_config": {{"epochs": 3}}, "search_space": "wide"}}
 assert client.post("/api/v1/studies", json=body).status_code == 201
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "worker")))

@@ -101,3 +101,77 @@ def test_cli_creates_a_token_the_server_accepts(make_client: Any, storage_url: s
     client = make_client()
     assert client.post(STUDIES, json=spec("s1")).status_code == 401
     assert client.post(STUDIES, json=spec("s1"), headers=bearer(token)).status_code == 201
+
+
+def test_required_mode_makes_every_write_need_a_token(make_client: Any, storage: Any) -> None:
+    client = make_client(auth="required")  # loopback, no tokens, no api token
+    missing = client.post(STUDIES, json=spec("s1"))
+    assert missing.status_code == 401 and "write token" in missing.json()["detail"]
+    read, write = create_token(storage.engine, "read"), create_token(storage.engine, "write")
+    assert client.post(STUDIES, json=spec("s1"), headers=bearer(read)).status_code == 403
+    assert client.post(STUDIES, json=spec("s1"), headers=bearer(write)).status_code == 201
+    assert client.post(f"{STUDIES}/s1/stop", headers=bearer(write)).status_code == 200
+    assert client.get(f"{STUDIES}/s1").status_code == 200  # reads stay open
+
+
+def test_token_list_shows_last_use_and_never_the_token(make_client: Any, storage_url: str) -> None:
+    runner = CliRunner()
+    made = runner.invoke(app, ["token", "create", "--scope", "write", "--name", "ci-bot",
+                               "--storage", storage_url])  # fmt: skip
+    runner.invoke(app, ["token", "create", "--scope", "read", "--storage", storage_url])
+    token = made.stdout.strip()
+    before = runner.invoke(app, ["token", "list", "--storage", storage_url])
+    assert before.exit_code == 0, before.output
+    rows = [line for line in before.stdout.splitlines() if "ci-bot" in line]
+    assert len(rows) == 1 and "write" in rows[0] and "UTC" in rows[0]
+    assert rows[0].count("UTC") == 1  # created; not used, not revoked
+
+    client = make_client()
+    assert client.post(STUDIES, json=spec("s1"), headers=bearer(token)).status_code == 201
+    after = runner.invoke(app, ["token", "list", "--storage", storage_url]).stdout
+    row = next(line for line in after.splitlines() if "ci-bot" in line)
+    assert row.count("UTC") == 2  # created and last used
+    hashed = hash_token(token)
+    assert token not in after and hashed not in after and token[3:20] not in after
+
+
+def test_last_use_is_written_at_most_once_a_minute(storage: Any) -> None:
+    engine = storage.engine
+    token = create_token(engine, "read")
+    assert check_token(engine, token) == "read"
+    with engine.connect() as conn:
+        first = conn.execute(sa.select(tokens_table.c.last_used_at)).scalar_one()
+    assert first is not None
+    assert check_token(engine, token) == "read"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(tokens_table.c.last_used_at)).scalar_one() == first
+    with engine.begin() as conn:
+        conn.execute(sa.update(tokens_table).values(last_used_at=first - 61))
+    check_token(engine, token)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(tokens_table.c.last_used_at)).scalar_one() > first - 61
+
+
+def test_a_revoked_token_is_refused_at_once(make_client: Any, storage_url: str) -> None:
+    runner = CliRunner()
+    made = runner.invoke(app, ["token", "create", "--scope", "write", "--name", "gone",
+                               "--storage", storage_url])  # fmt: skip
+    token = made.stdout.strip()
+    client = make_client(read_requires_token=True)
+    assert client.get(STUDIES, headers=bearer(token)).status_code == 200
+    listed = runner.invoke(app, ["token", "list", "--storage", storage_url]).stdout
+    token_id = next(line for line in listed.splitlines() if "gone" in line).split()[1]
+
+    revoked = runner.invoke(app, ["token", "revoke", token_id, "--storage", storage_url])
+    assert revoked.exit_code == 0, revoked.output
+    assert client.get(STUDIES, headers=bearer(token)).status_code == 401
+    assert client.post(STUDIES, json=spec("s1"), headers=bearer(token)).status_code == 401
+    # Still listed, as revoked; writes still need a token (revoking never opens the server).
+    row = next(line for line in runner.invoke(app, ["token", "list", "--storage", storage_url])
+               .stdout.splitlines() if "gone" in line)  # fmt: skip
+    assert row.count("UTC") == 3  # created, last used, revoked
+    assert make_client().post(STUDIES, json=spec("s2")).status_code == 401
+
+    unknown = runner.invoke(app, ["token", "revoke", "9999", "--storage", storage_url])
+    assert unknown.exit_code == 1
+    assert "no token has the id 9999" in unknown.stderr and "Traceback" not in unknown.output

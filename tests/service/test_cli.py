@@ -225,3 +225,54 @@ def test_demo_and_report_are_wired() -> None:
         assert option in demo.stdout
     report = runner.invoke(app, ["report", "--help"])
     assert report.exit_code == 0 and "--output" in report.stdout
+
+
+def test_serve_flags_reach_the_server(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    args = ["serve", "--port", str(port), "--storage", url, "--auth", "required",
+            "--read-requires-token", "--allowed-hosts", "svc.lab.org"]  # fmt: skip
+    with open(log, "wb") as fh:
+        server = subprocess.Popen(
+            [*noisetune(), *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=clean_env(),
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/api/v1/studies").status_code == 401
+        body = {"name": "s", "task": "quadratic"}
+        assert httpx.post(f"{base}/api/v1/studies", json=body).status_code == 401
+        named = httpx.get(f"{base}/healthz", headers={"Host": "svc.lab.org:8000"})
+        assert named.status_code == 200
+        assert httpx.get(f"{base}/healthz", headers={"Host": "other.org"}).status_code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert "noisetune token create --scope write" in log.read_text()
+
+
+def test_serve_warns_when_bound_beyond_loopback_without_host_names() -> None:
+    from service.cli import _serve_notes
+    from service.settings import Settings
+
+    def notes(**values: Any) -> str:
+        base = {"storage": "sqlite:///:memory:", "api_token": None, "auth": "auto"}
+        return "\n".join(_serve_notes(Settings(**(base | values))))
+
+    assert "only loopback host names" in notes(host="0.0.0.0")
+    assert "only loopback" not in notes(host="0.0.0.0", allowed_hosts="svc.lab.org")
+    assert notes(host="127.0.0.1", allowed_hosts=[]) == ""

@@ -26,7 +26,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     make_study(url, "paper")
     add_worker(url, "host-a:100", "paper", interval=3600)
     settings = Settings(storage=url, host="127.0.0.1", api_token=None, read_requires_token=False)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
         yield c
 
 

@@ -102,6 +102,9 @@ def make_app(storage_url: str) -> FastAPI:
             api_token=None,
             read_requires_token=False,
             max_body_bytes=1024 * 1024,
+            auth="auto",
+            # Schemathesis' ASGI client sends "Host: testserver".
+            allowed_hosts=["testserver"],
         )
     )
 
