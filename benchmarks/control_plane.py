@@ -58,12 +58,9 @@ sys.path.insert(0, str(ROOT))
 
 from search_spaces import StudySpec  # noqa: E402
 from search_spaces._builtin import PAPER_ETAS  # noqa: E402
-from search_spaces.storage import (  # noqa: E402
-    open_storage,
-    set_study_status,
-    trial_runs_table,
-    workers_table,
-)
+from search_spaces.storage import open_storage  # noqa: E402
+from search_spaces.study_rows import set_study_status  # noqa: E402
+from search_spaces.tables import trial_runs_table, workers_table  # noqa: E402
 
 PG = os.environ.get("NOISETUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 STUDY = "bench"

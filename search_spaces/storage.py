@@ -1,142 +1,31 @@
 """The database both sides share: Optuna's RDB storage plus noisetune's own tables.
 
 The database is the only contract between the service and the workers. This module owns
-the URL, the engine settings, the schema (created under a lock, so many processes may start
-at once), and the locks that keep trial claims atomic.
+the URL, the engine settings, opening the storage (the schema created under a lock, so many
+processes may start at once), and the locks that keep trial claims atomic. The tables are
+in search_spaces.tables, a study's row and progress in search_spaces.study_rows, and what
+noisetune touches of Optuna's own tables in search_spaces.optuna_adapter.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
-from optuna.storages._rdb import models as optuna_models
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
+
+from search_spaces.tables import metadata
 
 DEFAULT_STORAGE = "sqlite:///noisetune.db"
 STORAGE_ENV = "NOISETUNE_STORAGE"
-
-metadata = sa.MetaData()
-
-studies_table = sa.Table(
-    "noisetune_studies",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("study_id", sa.Integer, nullable=False),
-    sa.Column("spec", sa.Text, nullable=False),
-    # running | stopped | failed; "completed" is derived from the trial counts.
-    sa.Column("status", sa.String(16), nullable=False, default="running"),
-    sa.Column("priority", sa.Integer, nullable=False, default=0),
-    sa.Column("n_trials", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    # Why the workers stopped the study (status "failed"); cleared by resume.
-    sa.Column("fail_reason", sa.Text),
-    # Trials that failed with an exception since the last one that did not (NULL: none).
-    sa.Column("failure_streak", sa.Integer),
-)
-
-workers_table = sa.Table(
-    "noisetune_workers",
-    metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("device", sa.String(64), nullable=False),
-    sa.Column("study_name", sa.String(64)),
-    sa.Column("trial_id", sa.Integer),
-    sa.Column("trial_number", sa.Integer),
-    sa.Column("started_at", sa.Float, nullable=False),
-    # Unix seconds from the worker's clock; machines of one fleet are assumed NTP-synced.
-    sa.Column("heartbeat_at", sa.Float, nullable=False),
-    sa.Column("heartbeat_interval", sa.Float, nullable=False),
-    # alive | exited | lost
-    sa.Column("state", sa.String(16), nullable=False, default="alive"),
-)
-
-trial_runs_table = sa.Table(
-    "noisetune_trial_runs",
-    metadata,
-    sa.Column("trial_id", sa.Integer, primary_key=True),
-    sa.Column("study_name", sa.String(64), nullable=False, index=True),
-    sa.Column("number", sa.Integer, nullable=False),
-    sa.Column("worker_id", sa.String(64), index=True),
-    sa.Column("attempt", sa.Integer, nullable=False, default=0),
-    # Whether the trial reached a result of its own and so counts in the study's budget.
-    sa.Column("counted", sa.Boolean, nullable=False, default=False),
-    sa.Column("fail_reason", sa.Text),
-    # Seconds the worker spent claiming the trial (lock wait, budget check, ask): /metrics.
-    sa.Column("claim_seconds", sa.Float),
-)
-
-# A slot of a study's budget taken by a claim that has not recorded its trials yet: claims
-# reserve under the study's lock, then ask Optuna outside it. A claimer that dies leaves
-# its reservations to the reaper (they are freed once its worker is found lost).
-reservations_table = sa.Table(
-    "noisetune_reservations",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_name", sa.String(64), nullable=False, index=True),
-    sa.Column("worker_id", sa.String(64), nullable=False, index=True),
-    sa.Column("claim", sa.String(32), nullable=False, index=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    # Ids only grow, never reused: the reaper tells claims older than a trial by them.
-    sqlite_autoincrement=True,
-)
-
-tokens_table = sa.Table(
-    "noisetune_tokens",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
-    sa.Column("scope", sa.String(16), nullable=False),
-    sa.Column("name", sa.String(255)),
-    sa.Column("created_at", sa.Float, nullable=False),
-    # Unix seconds; last use is recorded at most once a minute per token.
-    sa.Column("last_used_at", sa.Float),
-    # Revoked tokens stay listed (who had access, until when) and never authorize again.
-    sa.Column("revoked_at", sa.Float),
-)
-
-
-# Optuna's tables that noisetune writes besides Optuna (see write_user_attrs).
-optuna_trials = sa.table("trials", *map(sa.column, ("trial_id", "study_id", "number", "state")))
-optuna_user_attrs = sa.table(
-    "trial_user_attributes", *map(sa.column, ("trial_id", "key", "value_json"))
-)
-# Optuna's own Table object: its value-type column is an enum that needs Optuna's type.
-optuna_intermediate_values = optuna_models.TrialIntermediateValueModel.__table__
-FINITE = optuna_models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
-# Optuna's state column is an enum on PostgreSQL: compare with a literal, not a text parameter.
-RUNNING: sa.ColumnClause[Any] = sa.literal_column("'RUNNING'")
-
-# A claimed trial holds one of its study's n_trials slots unless it was given up without a
-# result of its own (lost, interrupted, failed with retries left): those, and only those,
-# have a fail_reason and are not counted.
-HOLDS_SLOT = sa.or_(trial_runs_table.c.counted, trial_runs_table.c.fail_reason.is_(None))
-
-
-# A worker is lost once it missed this many of its own heartbeat intervals (kill -9, a lost
-# machine): the reaper then fails its trials, and the dashboard stops showing it.
-MISSED_BEATS = 2
-
-
-def worker_lost(at: float | None = None) -> sa.ColumnElement[bool]:
-    """Workers that exited, were given up, or missed MISSED_BEATS of their own intervals."""
-    w = workers_table.c
-    at = time.time() if at is None else at
-    return sa.or_(w.state != "alive", w.heartbeat_at < at - MISSED_BEATS * w.heartbeat_interval)
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -317,158 +206,6 @@ def open_storage(url: str | None = None, *, worker: bool = False) -> optuna.stor
 
 def engine_of(storage: optuna.storages.RDBStorage) -> Engine:
     return storage.engine
-
-
-@dataclass(frozen=True)
-class StudyRow:
-    name: str
-    study_id: int
-    spec: dict[str, Any]
-    status: str
-    priority: int
-    n_trials: int
-    created_at: float
-    fail_reason: str | None = None
-
-
-def to_study_row(r: Any) -> StudyRow:
-    return StudyRow(
-        name=r.name,
-        study_id=r.study_id,
-        spec=json.loads(r.spec),
-        status=r.status,
-        priority=r.priority,
-        n_trials=r.n_trials,
-        created_at=r.created_at,
-        fail_reason=r.fail_reason,
-    )
-
-
-def get_study_row(engine: Engine, name: str) -> StudyRow | None:
-    with engine.connect() as conn:
-        r = conn.execute(sa.select(studies_table).where(studies_table.c.name == name)).first()
-    return None if r is None else to_study_row(r)
-
-
-def list_study_rows(engine: Engine) -> list[StudyRow]:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(studies_table).order_by(studies_table.c.created_at)).all()
-    return [to_study_row(r) for r in rows]
-
-
-def set_study_status(engine: Engine, name: str, status: str) -> None:
-    """Set a study's status by hand: why the workers failed it, and its streak, are cleared."""
-    values = {"status": status, "fail_reason": None, "failure_streak": None}
-    with engine.begin() as conn:
-        conn.execute(sa.update(studies_table).where(studies_table.c.name == name).values(values))
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a study stands against its budget."""
-
-    counted: int  # trials with a result of their own: complete, pruned, diverged
-    running: int
-    waiting: int
-    by_state: dict[str, int]
-
-    def budget_left(self, n_trials: int) -> int:
-        return n_trials - self.counted - self.running
-
-
-def study_progress(engine: Engine, name: str, study_id: int) -> Progress:
-    """Counts by Optuna state, and the budget count, in two small queries."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :s GROUP BY state"),
-            {"s": study_id},
-        ).all()
-        counted_fails = conn.execute(
-            sa.text(
-                "SELECT COUNT(*) FROM noisetune_trial_runs r JOIN trials t "
-                "ON t.trial_id = r.trial_id WHERE r.study_name = :n AND r.counted "
-                "AND t.state = 'FAIL'"
-            ),
-            {"n": name},
-        ).scalar_one()
-    by_state = {str(state): int(n) for state, n in rows}
-    counted = by_state.get("COMPLETE", 0) + by_state.get("PRUNED", 0) + int(counted_fails)
-    return Progress(
-        counted=counted,
-        running=by_state.get("RUNNING", 0),
-        waiting=by_state.get("WAITING", 0),
-        by_state=by_state,
-    )
-
-
-def write_user_attrs(conn: sa.Connection, attrs: dict[int, dict[str, Any]]) -> None:
-    """Set Optuna user attributes (``{trial_id: {key: value}}``) in the caller's transaction.
-
-    Stored as Optuna stores them (JSON text, one row per key, a new value replaces the old).
-    `Trial.set_user_attr` costs a transaction per attribute; a claim or a result writes
-    several at once. The caller checks, in the same transaction, that the trials are still
-    RUNNING: Optuna refuses to change a finished trial.
-    """
-    rows = [
-        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-        for trial_id, items in attrs.items()
-        for k, v in items.items()
-    ]
-    if not rows:
-        return
-    _upsert(conn, optuna_user_attrs, ["trial_id", "key"], rows)
-
-
-def write_intermediate_values(
-    conn: sa.Connection, values: dict[int, tuple[int, float]]
-) -> set[int]:
-    """Store ``{trial_id: (step, finite value)}`` as ``Trial.report`` would, in the caller's
-    transaction, for the trials still RUNNING; returns their ids (the others were finished
-    meanwhile, and Optuna refuses to change a finished trial).
-
-    ``Trial.report`` costs a transaction of three statements per value: a stack reporting
-    many members' epochs at once writes them all with two.
-    """
-    if not values:
-        return set()
-    t = optuna_trials.c
-    running = set(
-        conn.execute(
-            sa.select(t.trial_id).where(t.trial_id.in_(list(values)), t.state == RUNNING)
-        ).scalars()
-    )
-    rows = [
-        {
-            "trial_id": trial_id,
-            "step": step,
-            "intermediate_value": value,
-            "intermediate_value_type": FINITE,
-        }
-        for trial_id, (step, value) in values.items()
-        if trial_id in running
-    ]
-    if rows:
-        _upsert(conn, optuna_intermediate_values, ["trial_id", "step"], rows)
-    return running
-
-
-def _upsert(conn: sa.Connection, table: Any, key: list[str], rows: list[dict[str, Any]]) -> None:
-    """Insert `rows`; a row whose `key` columns exist already replaces the other columns."""
-    insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]
-    stmt = insert(table)
-    replaced = {column: stmt.excluded[column] for column in rows[0] if column not in key}
-    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=replaced), rows)
-
-
-def study_status(row: StudyRow, progress: Progress) -> str:
-    """running, stopped or failed as stored; completed once the budget is spent and idle.
-
-    A failed study stays failed even when its last trials spent the budget: the failure is
-    what its owner needs to see.
-    """
-    if row.status != "failed" and progress.counted >= row.n_trials and progress.running == 0:
-        return "completed"
-    return row.status
 
 
 def now() -> float:

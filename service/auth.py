@@ -18,7 +18,8 @@ from typing import Literal, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from search_spaces.storage import now, tokens_table
+from search_spaces.storage import now
+from search_spaces.tables import tokens_table
 
 Scope = Literal["read", "write"]
 SCOPES: tuple[Scope, ...] = ("read", "write")

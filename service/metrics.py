@@ -23,14 +23,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFam
 from prometheus_client.utils import floatToGoString
 from sqlalchemy.engine import Engine
 
-from search_spaces.storage import (
-    Progress,
-    list_study_rows,
-    study_status,
-    trial_runs_table,
-    worker_lost,
-    workers_table,
-)
+from search_spaces.optuna_adapter import state_is, trials_table
+from search_spaces.study_rows import Progress, list_study_rows, study_status
+from search_spaces.tables import trial_runs_table, worker_lost, workers_table
 from service.deps import EngineDep, ReadAccess
 from service.schemas import TRIAL_STATES
 
@@ -41,11 +36,14 @@ STUDY_STATUSES = ("running", "stopped", "completed", "failed")
 
 router = APIRouter(tags=["metrics"], dependencies=[ReadAccess])
 
-_TRIALS_BY_STATE = sa.text("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
+_t, _r = trials_table.c, trial_runs_table.c
+_TRIALS_BY_STATE = sa.select(_t.study_id, _t.state, sa.func.count()).group_by(_t.study_id, _t.state)
 # Failed trials with no retry left count in the budget (see worker.claims).
-_COUNTED_FAILS = sa.text(
-    "SELECT r.study_name, COUNT(*) FROM noisetune_trial_runs r JOIN trials t "
-    "ON t.trial_id = r.trial_id WHERE r.counted AND t.state = 'FAIL' GROUP BY r.study_name"
+_COUNTED_FAILS = (
+    sa.select(_r.study_name, sa.func.count())
+    .select_from(trial_runs_table.join(trials_table, _t.trial_id == _r.trial_id))
+    .where(_r.counted, state_is("FAIL"))
+    .group_by(_r.study_name)
 )
 
 

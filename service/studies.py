@@ -18,18 +18,16 @@ from optuna.storages import RDBStorage
 
 from search_spaces import StudySpec
 from search_spaces._study_spec import NAME_PATTERN
-from search_spaces.storage import (
+from search_spaces.storage import advisory_lock, now
+from search_spaces.study_rows import (
     StudyRow,
-    advisory_lock,
     get_study_row,
     list_study_rows,
-    now,
     set_study_status,
-    studies_table,
     study_progress,
     study_status,
-    trial_runs_table,
 )
+from search_spaces.tables import studies_table, trial_runs_table
 from service.schemas import (
     TRIAL_STATES,
     BestTrialPublic,

@@ -8,7 +8,18 @@ from typing import Any
 import sqlalchemy as sa
 from optuna.storages import RDBStorage
 
-from service import optuna_tables as tables
+from search_spaces.optuna_adapter import (
+    distribution,
+    intermediate_values_table,
+    params_table,
+    state_is,
+    stored_float,
+    system_attrs_table,
+    trials_table,
+    user_attrs_table,
+    utc,
+    values_table,
+)
 from service.schemas import TRIAL_STATES, TrialPublic, TrialsPublic
 from service.studies import InvalidInput, require_row
 
@@ -47,11 +58,10 @@ def list_trials(
 def _load_page(
     engine: sa.Engine, study_id: int, state: str | None, offset: int, limit: int
 ) -> tuple[list[TrialPublic], int]:
-    t_ = tables.trials
+    t_ = trials_table
     where = [t_.c.study_id == study_id]
     if state is not None:
-        # PostgreSQL keeps the state as an enum type, which does not compare with a VARCHAR.
-        where.append(sa.cast(t_.c.state, sa.String) == state)
+        where.append(state_is(state))
     with engine.connect() as conn:
         count = conn.execute(sa.select(sa.func.count()).select_from(t_).where(*where))
         total = int(count.scalar_one())
@@ -64,12 +74,12 @@ def _load_page(
             query = sa.select(table).where(table.c.trial_id.in_(ids), *extra)
             return list(conn.execute(query).all()) if ids else []
 
-        params = rows(tables.params)
-        values = rows(tables.values, tables.values.c.objective == 0)
-        attrs = rows(tables.user_attrs, tables.user_attrs.c.key.in_(_ATTRS))
-        steps = rows(tables.steps)
+        params = rows(params_table)
+        values = rows(values_table, values_table.c.objective == 0)
+        attrs = rows(user_attrs_table, user_attrs_table.c.key.in_(_ATTRS))
+        steps = rows(intermediate_values_table)
         # A queued trial (a retry, or enqueued by hand) has its parameters fixed already.
-        queued = rows(tables.system_attrs, tables.system_attrs.c.key == "fixed_params")
+        queued = rows(system_attrs_table, system_attrs_table.c.key == "fixed_params")
     fields: dict[int, dict[str, Any]] = {
         t.trial_id: {"params": {}, "value": None, "intermediate_values": {}} for t in page
     }
@@ -78,20 +88,20 @@ def _load_page(
         if isinstance(fixed, dict):
             fields[q.trial_id]["params"] = fixed
     for p in sorted(params, key=lambda p: p.param_id):
-        dist = tables.distribution(p.distribution_json)
+        dist = distribution(p.distribution_json)
         fields[p.trial_id]["params"][p.param_name] = dist.to_external_repr(p.param_value)
     for v in values:
-        fields[v.trial_id]["value"] = tables.stored_float(v.value, v.value_type)
+        fields[v.trial_id]["value"] = stored_float(v.value, v.value_type)
     for a in attrs:
         value = json.loads(a.value_json)
         # A value of an unexpected type is shown as missing rather than failing the page.
         fields[a.trial_id][a.key] = value if isinstance(value, _ATTRS[a.key]) else None
     for s in sorted(steps, key=lambda s: s.step):
-        value = tables.stored_float(s.intermediate_value, s.intermediate_value_type)
+        value = stored_float(s.intermediate_value, s.intermediate_value_type)
         fields[s.trial_id]["intermediate_values"][s.step] = value
     data = []
     for t in page:
-        start, end = tables.utc(t.datetime_start), tables.utc(t.datetime_complete)
+        start, end = utc(t.datetime_start), utc(t.datetime_complete)
         duration = (end - start).total_seconds() if start and end else None
         data.append(
             TrialPublic.model_validate(

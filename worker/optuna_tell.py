@@ -4,8 +4,9 @@
 the trial and each of its attribute tables) only to hand it to the sampler's `after_trial`
 hook, then stores the state. The `optuna.Trial` a worker holds already knows that trial:
 Optuna keeps it current with every suggest and report made through it. `tell` below does
-what `Study.tell` does for the states a worker records, from that copy (a private attribute
-of Optuna's Trial: tests/worker/test_claims.py checks the results match Study.tell's).
+what `Study.tell` does for the states a worker records, from that copy (reached through
+search_spaces.optuna_adapter; tests/worker/test_claims.py checks the results match
+Study.tell's).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 
 import optuna
 from optuna.trial import TrialState
+
+from search_spaces.optuna_adapter import filter_study, frozen_trial, trial_db_id, trial_storage
 
 __all__ = ["tell"]
 
@@ -24,7 +27,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: flo
     Raises UpdateFinishedTrialError when the trial is finished already. A PRUNED trial gets
     its last reported value, as `Study.tell` gives it.
     """
-    frozen = trial._cached_frozen_trial
+    frozen = frozen_trial(trial)
     values: list[float] | None = None
     if state == TrialState.COMPLETE:
         if value is None or math.isnan(value):
@@ -37,7 +40,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: flo
         raise ValueError(f"cannot tell a trial {state.name}")
     try:
         # Study.tell shows the sampler the study as the pruner partitions it (Hyperband).
-        filtered = optuna.pruners._filter_study(study, frozen)
+        filtered = filter_study(study, frozen)
         study.sampler.after_trial(filtered, frozen, state, values)
     except RuntimeError:
         # GridSampler's after_trial calls study.stop() once every point was tried, which
@@ -45,4 +48,4 @@ def tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: flo
         # study's n_trials ends it. The state is stored all the same, below.
         pass
     finally:
-        trial.storage.set_trial_state_values(trial._trial_id, state, values)
+        trial_storage(trial).set_trial_state_values(trial_db_id(trial), state, values)

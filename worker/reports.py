@@ -16,7 +16,6 @@ judged by ``Trial.should_prune`` itself.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,14 @@ from typing import Any
 
 import optuna
 
-from search_spaces.storage import write_intermediate_values
+from search_spaces.optuna_adapter import (
+    frozen_trial,
+    latest_trial,
+    note_reported,
+    read_once,
+    trial_db_id,
+    write_intermediate_values,
+)
 from worker.claims import Claim
 from worker.db_retry import with_db_retry
 
@@ -67,9 +73,9 @@ def report_points(reports: Sequence[Report]) -> list[BaseException | None]:
         r.curve.append({"epoch": r.epoch, **r.point})
         value = r.point.get(str(r.claim.spec.metric))
         trial = r.claim.trial
-        reported = trial._cached_frozen_trial.intermediate_values
+        reported = frozen_trial(trial).intermediate_values
         if isinstance(value, int | float) and math.isfinite(value) and r.epoch not in reported:
-            values[trial._trial_id] = (r.epoch, float(value))
+            values[trial_db_id(trial)] = (r.epoch, float(value))
     if not values:
         return [None] * len(reports)
 
@@ -77,7 +83,7 @@ def report_points(reports: Sequence[Report]) -> list[BaseException | None]:
         with engine.begin() as conn:
             return write_intermediate_values(conn, values)
 
-    written = [n for n, r in enumerate(reports) if r.claim.trial._trial_id in values]
+    written = [n for n, r in enumerate(reports) if trial_db_id(r.claim.trial) in values]
     try:
         running = with_db_retry(write, what="reporting")
     except Exception as exc:
@@ -86,15 +92,15 @@ def report_points(reports: Sequence[Report]) -> list[BaseException | None]:
     judged = []
     for n in written:
         trial = reports[n].claim.trial
-        if trial._trial_id in running:
-            step, value = values[trial._trial_id]
-            trial._cached_frozen_trial.intermediate_values[step] = value  # as report() keeps it
+        if trial_db_id(trial) in running:
+            step, value = values[trial_db_id(trial)]
+            note_reported(trial, step, value)
             judged.append(n)
         else:
             outcomes[n] = optuna.exceptions.UpdateFinishedTrialError(
                 f"trial {trial.number} has already finished and cannot be updated"
             )
-    study = _read_once(reports[0].claim.study) if len(judged) > 1 else None
+    study = read_once(reports[0].claim.study) if len(judged) > 1 else None
     for n in judged:
         outcomes[n] = _judge(reports[n], study)
     return outcomes
@@ -107,36 +113,9 @@ def _judge(r: Report, study: optuna.Study | None) -> BaseException | None:
         if study is None:
             prune = with_db_retry(trial.should_prune, what="reporting")
         else:
-            latest = trial._get_latest_trial()
+            latest = latest_trial(trial)
             pruner = r.claim.study.pruner
             prune = with_db_retry(lambda: pruner.prune(study, latest), what="reporting")
     except Exception as exc:
         return exc
     return optuna.TrialPruned(f"pruned at epoch {r.epoch}") if prune else None
-
-
-def _read_once(study: optuna.Study) -> optuna.Study | None:
-    """The study with its trials read from the database at most once (None if it cannot)."""
-    if not isinstance(study._storage, optuna.storages._CachedStorage):
-        return None
-    judged = copy.copy(study)
-    judged._storage = _CacheReadOnce(study._storage)
-    return judged
-
-
-class _CacheReadOnce(optuna.storages._CachedStorage):
-    """A view of a process's Optuna trial cache that updates it from the database once.
-
-    Every pruner reads the study's trials through its storage, Hyperband's bracket studies
-    included; through this view, one batch of reports costs one read, however many trials
-    it judges. Writes (rung attributes) go straight to the database, as the cache's do.
-    """
-
-    def __init__(self, cache: optuna.storages._CachedStorage) -> None:
-        self.__dict__.update(cache.__dict__)  # the same trials, dicts and lock
-        self._read: set[int] = set()
-
-    def _read_trials_from_remote_storage(self, study_id: int) -> None:
-        if study_id not in self._read:
-            super()._read_trials_from_remote_storage(study_id)
-            self._read.add(study_id)

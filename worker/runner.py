@@ -30,7 +30,8 @@ from typing import Any
 import optuna
 import sqlalchemy as sa
 
-from search_spaces.storage import now, open_storage, resolve_url, workers_table
+from search_spaces.storage import now, open_storage, resolve_url
+from search_spaces.tables import workers_table
 from worker.batch_run import run_claimed_batch
 from worker.claims import (
     Claim,

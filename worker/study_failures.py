@@ -20,7 +20,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from search_spaces.storage import studies_table
+from search_spaces.tables import studies_table
 from worker.db_retry import DB_ERRORS
 
 log = logging.getLogger("noisetune.worker")

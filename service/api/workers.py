@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 from sqlalchemy.engine import Engine
 
-from search_spaces.storage import now, worker_lost, workers_table
+from search_spaces.storage import now
+from search_spaces.tables import worker_lost, workers_table
 from service.deps import EngineDep, ReadAccess
 from service.schemas import WorkerPublic, WorkersPublic
 

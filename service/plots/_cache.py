@@ -20,7 +20,15 @@ import sqlalchemy as sa
 from optuna.trial import FrozenTrial
 
 from search_spaces._study_spec import NAME_PATTERN
-from search_spaces.storage import get_study_row
+from search_spaces.optuna_adapter import (
+    intermediate_values_table,
+    params_table,
+    state_is,
+    trial_db_id,
+    trials_table,
+    user_attrs_table,
+)
+from search_spaces.study_rows import get_study_row
 from service.plots._reader import read_trials
 from service.plots._snapshot import FINISHED, StudySnapshot
 from service.studies import StudyNotFound
@@ -28,27 +36,31 @@ from service.studies import StudyNotFound
 MAX_SNAPSHOTS = 8
 MAX_FIGURES = 512
 
-_SIGNATURE_SQL = sa.text(
-    "SELECT state, COUNT(*), MAX(trial_id) FROM trials WHERE study_id = :s GROUP BY state"
-)
-# Unfinished trials change in place (params, curves, attributes); count their rows.
-_LIVE_SQL = sa.text(
-    "SELECT "
-    "(SELECT COUNT(*) FROM trial_intermediate_values v JOIN trials t ON t.trial_id = v.trial_id "
-    " WHERE t.study_id = :s AND t.state IN ('RUNNING', 'WAITING')), "
-    "(SELECT COUNT(*) FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id "
-    " WHERE t.study_id = :s AND t.state IN ('RUNNING', 'WAITING')), "
-    "(SELECT COUNT(*) FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
-    " WHERE t.study_id = :s AND t.state IN ('RUNNING', 'WAITING'))"
-)
+
+def _signature_query(study_id: int) -> Any:
+    t = trials_table.c
+    query = sa.select(t.state, sa.func.count(), sa.func.max(t.trial_id))
+    return query.where(t.study_id == study_id).group_by(t.state)
+
+
+def _live_query(study_id: int) -> Any:
+    """Unfinished trials change in place (params, curves, attributes): count their rows."""
+    t = trials_table.c
+    unfinished = sa.and_(t.study_id == study_id, state_is("RUNNING", "WAITING"))
+
+    def rows_of(table: Any) -> Any:
+        joined = table.join(trials_table, t.trial_id == table.c.trial_id)
+        return sa.select(sa.func.count()).select_from(joined).where(unfinished).scalar_subquery()
+
+    return sa.select(*map(rows_of, (intermediate_values_table, params_table, user_attrs_table)))
 
 
 def _signature(engine: sa.Engine, study_id: int) -> tuple[Any, ...]:
     with engine.connect() as conn:
-        rows = conn.execute(_SIGNATURE_SQL, {"s": study_id}).all()
+        rows = conn.execute(_signature_query(study_id)).all()
         live: tuple[Any, ...] = ()
         if any(str(state) in ("RUNNING", "WAITING") for state, _, _ in rows):
-            live = tuple(conn.execute(_LIVE_SQL, {"s": study_id}).one())
+            live = tuple(conn.execute(_live_query(study_id)).one())
     return (tuple(sorted((str(s), int(n), int(m)) for s, n, m in rows)), live)
 
 
@@ -64,7 +76,7 @@ def _load_changed(
         # Optuna's tables changed shape: its own API is slower but always right.
         return storage.get_all_trials(study_id, deepcopy=False)
     merged = dict(old)
-    merged.update({t._trial_id: t for t in fresh})
+    merged.update({trial_db_id(t): t for t in fresh})
     return list(merged.values())
 
 
@@ -114,7 +126,7 @@ class SnapshotCache:
 
 
 def _by_id(snap: StudySnapshot) -> dict[int, FrozenTrial]:
-    return {t._trial_id: t for t in snap.trials}
+    return {trial_db_id(t): t for t in snap.trials}
 
 
 class ResultCache:

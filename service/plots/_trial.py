@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial
 from plotly.subplots import make_subplots
 
 from search_spaces._study_spec import NAME_PATTERN
-from search_spaces.storage import get_study_row
+from search_spaces.study_rows import get_study_row
 from service.plots._figures import FONT, STATE_COLORS, add_note
 from service.studies import StudyNotFound
 

@@ -18,13 +18,8 @@ import sqlalchemy as sa
 from optuna.trial import TrialState, create_trial
 
 from search_spaces import StudySpec
-from search_spaces.storage import (
-    now,
-    open_storage,
-    studies_table,
-    trial_runs_table,
-    workers_table,
-)
+from search_spaces.storage import now, open_storage
+from search_spaces.tables import studies_table, trial_runs_table, workers_table
 
 SPACE = {
     "eta": {"type": "categorical", "choices": [0.0, 0.01, 0.3, 1.0]},

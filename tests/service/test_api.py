@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search_spaces.storage import trial_runs_table, workers_table
+from search_spaces.tables import trial_runs_table, workers_table
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = "/api/v1/studies"

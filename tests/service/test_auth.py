@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from search_spaces.storage import tokens_table
+from search_spaces.tables import tokens_table
 from service.auth import check_token, create_token, hash_token
 from service.cli import app
 

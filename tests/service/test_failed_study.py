@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from search_spaces.storage import open_storage, studies_table
+from search_spaces.storage import open_storage
+from search_spaces.tables import studies_table
 from tests.service.dashboard_fixtures import make_study
 
 REASON = "stopped after 3 trials in a row failed with an exception; last: ImportError: no x"

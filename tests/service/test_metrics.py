@@ -21,7 +21,8 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from search_spaces.storage import add_missing_columns, trial_runs_table, workers_table
+from search_spaces.storage import add_missing_columns
+from search_spaces.tables import trial_runs_table, workers_table
 from service.auth import create_token
 from service.metrics import CLAIM_BUCKETS, MetricsCache
 from worker.claims import claim_trial, fail_and_maybe_retry, finish_trial

@@ -23,7 +23,8 @@ from optuna.trial import TrialState, create_trial
 from schemathesis import GenerationMode
 
 from search_spaces import StudySpec
-from search_spaces.storage import get_study_row, open_storage
+from search_spaces.storage import open_storage
+from search_spaces.study_rows import get_study_row
 from service import studies
 from service.app import create_app
 from service.plots import PLOT_KINDS

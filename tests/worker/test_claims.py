@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search_spaces import StudySpec
-from search_spaces.storage import reservations_table, trial_runs_table, workers_table
+from search_spaces.tables import reservations_table, trial_runs_table, workers_table
 from service.studies import create_study
 from worker.claims import (
     claim_trial,

@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from search_spaces import StudySpec
-from search_spaces.storage import get_study_row, set_study_status, studies_table
+from search_spaces.study_rows import get_study_row, set_study_status
+from search_spaces.tables import studies_table
 from service.studies import create_study, get_study
 from worker.claims import claim_trial
 from worker.runner import Worker

@@ -16,17 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from search_spaces.storage import (
-    HOLDS_SLOT,
-    StudyRow,
-    autocommit,
-    list_study_rows,
-    reservations_table,
-    studies_table,
-    study_progress,
-    to_study_row,
-    trial_runs_table,
-)
+from search_spaces.storage import autocommit
+from search_spaces.study_rows import StudyRow, list_study_rows, study_progress, to_study_row
+from search_spaces.tables import HOLDS_SLOT, reservations_table, studies_table, trial_runs_table
 from worker.claims._cache import caches
 
 log = logging.getLogger("worker.claims")

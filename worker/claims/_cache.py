@@ -12,7 +12,8 @@ import optuna
 import sqlalchemy as sa
 
 from search_spaces import StudySpec
-from search_spaces.storage import StudyRow
+from search_spaces.optuna_adapter import cached_storage
+from search_spaces.study_rows import StudyRow
 
 # How many studies' loaded objects a worker keeps (an LRU would gain nothing: a fleet
 # serves a handful of studies at a time).
@@ -54,7 +55,7 @@ class ClaimCaches:
 
     def trial_cache(self, storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
         if storage not in self.trial_caches:
-            self.trial_caches[storage] = optuna.storages._CachedStorage(storage)
+            self.trial_caches[storage] = cached_storage(storage)
         return self.trial_caches[storage]
 
     def loaded_study(

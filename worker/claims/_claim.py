@@ -8,7 +8,7 @@ import optuna
 import sqlalchemy as sa
 
 from search_spaces import StudySpec
-from search_spaces.storage import StudyRow
+from search_spaces.study_rows import StudyRow
 from worker.claims._cache import caches
 
 

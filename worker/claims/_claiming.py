@@ -19,17 +19,10 @@ import optuna
 import sqlalchemy as sa
 
 from search_spaces import FloatParam, IntParam, StudySpec
-from search_spaces.storage import (
-    StudyRow,
-    locked_transaction,
-    now,
-    optuna_trials,
-    reservations_table,
-    studies_table,
-    trial_runs_table,
-    workers_table,
-    write_user_attrs,
-)
+from search_spaces.optuna_adapter import trial_db_id, trials_table, write_user_attrs
+from search_spaces.storage import locked_transaction, now
+from search_spaces.study_rows import StudyRow
+from search_spaces.tables import reservations_table, studies_table, trial_runs_table, workers_table
 from worker.claims._budget import candidate_lists, claim_lock_key, drop_reservations, slots_used
 from worker.claims._cache import caches
 from worker.claims._claim import Claim, can_stack, study_spec
@@ -110,7 +103,7 @@ def claim_trials(
             # others: training these trials could overshoot n_trials. They never trained.
             log.warning("claim on %s lost its reserved slots; giving its trials up", candidate.name)
             for a in asked:
-                fail_orphan(storage, a.trial._trial_id, candidate.name, pending_up_to=-1)
+                fail_orphan(storage, trial_db_id(a.trial), candidate.name, pending_up_to=-1)
             continue
         except BaseException:
             # Free the slots now rather than when the reaper finds this worker lost. A trial
@@ -161,7 +154,7 @@ def _reserve(
     get. A lone worker's trials are seeded by their own numbers (replays are exact); racing
     workers never share a seed number.
     """
-    s, t, p = studies_table.c, optuna_trials.c, reservations_table.c
+    s, t, p = studies_table.c, trials_table.c, reservations_table.c
     trials = sa.select(sa.func.count()).where(t.study_id == s.study_id).scalar_subquery()
     pending = sa.select(sa.func.count()).where(p.study_name == s.name).scalar_subquery()
     query = sa.select(
@@ -219,7 +212,7 @@ def _record_claims(
         sa.insert(trial_runs_table),
         [
             {
-                "trial_id": a.trial._trial_id,
+                "trial_id": trial_db_id(a.trial),
                 "study_name": study_name,
                 "number": a.trial.number,
                 "worker_id": worker_id,
@@ -235,14 +228,14 @@ def _record_claims(
     conn.execute(
         sa.update(workers_table)
         .where(workers_table.c.id == worker_id)
-        .values(study_name=study_name, trial_id=first._trial_id, trial_number=first.number)
+        .values(study_name=study_name, trial_id=trial_db_id(first), trial_number=first.number)
     )
     who = {"worker": worker_id, "host": host, "device": device}
     attrs = {}
     for a in asked:
         # A queued retry came with its attempt already set.
         extra = {} if "attempt" in a.trial.user_attrs else {"attempt": a.attempt}
-        attrs[a.trial._trial_id] = {**who, **extra}
+        attrs[trial_db_id(a.trial)] = {**who, **extra}
     write_user_attrs(conn, attrs)
 
 

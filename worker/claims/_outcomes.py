@@ -15,7 +15,14 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from search_spaces.storage import RUNNING, optuna_trials, trial_runs_table, write_user_attrs
+from search_spaces.optuna_adapter import (
+    state_is,
+    trial_db_id,
+    trial_storage,
+    trials_table,
+    write_user_attrs,
+)
+from search_spaces.tables import trial_runs_table
 from worker.claims._claim import Claim
 from worker.optuna_tell import tell
 from worker.study_failures import StreakEffect, update_streak
@@ -76,19 +83,19 @@ def finish_trial(
     if fail_reason is not None:
         attrs["fail_reason"] = fail_reason
     with claim.engine.begin() as conn:
-        t, r = optuna_trials.c, trial_runs_table.c
+        t, r = trials_table.c, trial_runs_table.c
         # Optuna refuses to change a finished trial; so does this.
-        running = sa.exists().where(t.trial_id == trial._trial_id, t.state == RUNNING)
+        running = sa.exists().where(t.trial_id == trial_db_id(trial), state_is("RUNNING"))
         marked = conn.execute(
             sa.update(trial_runs_table)
-            .where(r.trial_id == trial._trial_id, running)
+            .where(r.trial_id == trial_db_id(trial), running)
             .values(counted=counted, fail_reason=fail_reason)
         )
         if marked.rowcount == 0:
             raise optuna.exceptions.UpdateFinishedTrialError(
                 f"trial {trial.number} is no longer running"
             )
-        write_user_attrs(conn, {trial._trial_id: attrs})
+        write_user_attrs(conn, {trial_db_id(trial): attrs})
         limit = claim.spec.max_consecutive_failures
         update_streak(conn, claim.row.name, streak, limit, fail_reason)
     tell(study, trial, state, value)
@@ -135,7 +142,9 @@ def fail_and_maybe_retry(
         params = claim.trial.params
         if claim.error is not None:
             trial = claim.trial
-            fixed = trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+            fixed = (
+                trial_storage(trial).get_trial_system_attrs(trial_db_id(trial)).get("fixed_params")
+            )
             params = dict(fixed or {})
         requeue(claim.study, params, retry, claim.trial.number)
     return retry is not None

@@ -16,13 +16,12 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from search_spaces.storage import (
-    RUNNING,
-    advisory_lock,
-    autocommit,
-    get_study_row,
-    optuna_trials,
+from search_spaces.optuna_adapter import state_is, trials_table
+from search_spaces.storage import advisory_lock, autocommit
+from search_spaces.study_rows import get_study_row
+from search_spaces.tables import (
     reservations_table,
+    studies_table,
     trial_runs_table,
     worker_lost,
     workers_table,
@@ -51,7 +50,7 @@ def fail_orphan(
     claim may be among them). It never trained and holds no slot of the budget; a queued
     retry it had popped is queued again.
     """
-    r, p, t = trial_runs_table.c, reservations_table.c, optuna_trials.c
+    r, p, t = trial_runs_table.c, reservations_table.c, trials_table.c
     check = sa.select(
         sa.select(t.state).where(t.trial_id == trial_id).scalar_subquery().label("state"),
         sa.exists().where(r.trial_id == trial_id).label("recorded"),
@@ -77,12 +76,16 @@ def fail_orphan(
 def _reap_orphans(storage: optuna.storages.RDBStorage, grace_s: float) -> None:
     """FAIL the trials this process has seen RUNNING without a claim record for `grace_s`
     whose claims are over (see caches.orphans_seen)."""
-    query = sa.text(
-        "SELECT t.trial_id, s.name, (SELECT max(p.id) FROM noisetune_reservations p "
-        "WHERE p.study_name = s.name) FROM trials t "
-        "JOIN noisetune_studies s ON s.study_id = t.study_id "
-        "LEFT JOIN noisetune_trial_runs r ON r.trial_id = t.trial_id "
-        "WHERE t.state = 'RUNNING' AND r.trial_id IS NULL"
+    t, s, r, p = trials_table.c, studies_table.c, trial_runs_table.c, reservations_table.c
+    highest = sa.select(sa.func.max(p.id)).where(p.study_name == s.name).scalar_subquery()
+    query = (
+        sa.select(t.trial_id, s.name, highest)
+        .select_from(
+            trials_table.join(studies_table, s.study_id == t.study_id).outerjoin(
+                trial_runs_table, r.trial_id == t.trial_id
+            )
+        )
+        .where(state_is("RUNNING"), r.trial_id.is_(None))
     )
     with autocommit(storage.engine) as conn:
         found = {row[0]: (row[1], row[2] or 0) for row in conn.execute(query)}
@@ -113,15 +116,15 @@ def reap_lost_trials(storage: optuna.storages.RDBStorage, orphan_grace_s: float 
     """
     _free_lost_reservations(storage)
     _reap_orphans(storage, orphan_grace_s)
-    r, t, w = trial_runs_table.c, optuna_trials.c, workers_table.c
+    r, t, w = trial_runs_table.c, trials_table.c, workers_table.c
     query = (
         sa.select(r.trial_id, r.study_name, r.number, r.worker_id, r.attempt, w.heartbeat_at)
         .select_from(
-            trial_runs_table.join(optuna_trials, t.trial_id == r.trial_id).join(
+            trial_runs_table.join(trials_table, t.trial_id == r.trial_id).join(
                 workers_table, w.id == r.worker_id
             )
         )
-        .where(t.state == RUNNING, worker_lost())
+        .where(state_is("RUNNING"), worker_lost())
     )
     with storage.engine.connect() as conn:
         lost = conn.execute(query).all()
@@ -151,13 +154,14 @@ def release_own_trials(storage: optuna.storages.RDBStorage, worker_id: str) -> i
         conn.execute(
             sa.delete(reservations_table).where(reservations_table.c.worker_id == worker_id)
         )
-    query = sa.text(
-        "SELECT r.trial_id, r.study_name, r.number, r.attempt FROM noisetune_trial_runs r "
-        "JOIN trials t ON t.trial_id = r.trial_id "
-        "WHERE r.worker_id = :w AND t.state = 'RUNNING'"
+    t, r = trials_table.c, trial_runs_table.c
+    query = (
+        sa.select(r.trial_id, r.study_name, r.number, r.attempt)
+        .select_from(trial_runs_table.join(trials_table, t.trial_id == r.trial_id))
+        .where(r.worker_id == worker_id, state_is("RUNNING"))
     )
     with storage.engine.connect() as conn:
-        mine = conn.execute(query, {"w": worker_id}).all()
+        mine = conn.execute(query).all()
     reason = "claim interrupted by a database error"
     return sum(
         _give_up(storage, trial_id, study, number, attempt, reason, retry_counts=False)

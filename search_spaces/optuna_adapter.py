@@ -1,0 +1,229 @@
+"""Everything noisetune uses of Optuna beyond its public API, in one place.
+
+Optuna is a dependency we do not own. Its public API costs a transaction, or a read of the
+whole study, where a fleet of workers and a dashboard over 10,000 trials need one query;
+so noisetune reads and writes Optuna's tables directly, and uses a few private attributes
+of its trials, studies and storages. All of that is here, checked by
+tests/search_spaces/test_optuna_adapter.py against the installed Optuna: an upgrade that
+changes any of it breaks this module and its tests, loudly, and nothing else.
+
+- Tables: Optuna's RDB layout (schema v3 and later), as SQLAlchemy table clauses.
+- Writes: user attributes and intermediate values as Optuna stores them, many at once.
+- Private attributes: a trial's id and its cached FrozenTrial, a study's storage, Optuna's
+  trial cache (``_CachedStorage``), and the helpers ``Study.tell`` and ``Trial.should_prune``
+  use internally.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.distributions import BaseDistribution, json_to_distribution
+from optuna.storages._rdb import models as _models
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+# -- tables ----------------------------------------------------------------------------------
+
+trials_table = sa.table(
+    "trials",
+    *map(sa.column, ("trial_id", "number", "study_id", "state")),
+    sa.column("datetime_start", sa.DateTime),
+    sa.column("datetime_complete", sa.DateTime),
+)
+params_table = sa.table(
+    "trial_params",
+    *map(sa.column, ("trial_id", "param_id", "param_name", "param_value", "distribution_json")),
+)
+values_table = sa.table(
+    "trial_values", *map(sa.column, ("trial_id", "objective", "value", "value_type"))
+)
+user_attrs_table = sa.table(
+    "trial_user_attributes", *map(sa.column, ("trial_id", "key", "value_json"))
+)
+system_attrs_table = sa.table(
+    "trial_system_attributes", *map(sa.column, ("trial_id", "key", "value_json"))
+)
+# Optuna's own Table object: its value-type column is an enum that needs Optuna's type.
+intermediate_values_table = _models.TrialIntermediateValueModel.__table__
+FINITE = _models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
+
+# How Optuna stores floats JSON cannot carry: a value-type column beside the value.
+_SPECIAL = {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}
+
+
+def state_is(*states: str) -> Any:
+    """Optuna's state column is an enum on PostgreSQL: compare with literals, not a text
+    parameter (which PostgreSQL would refuse to compare with the enum)."""
+    for state in states:
+        TrialState[state]  # a KeyError names a state Optuna does not have
+    column = trials_table.c.state
+    literals: list[Any] = [sa.literal_column(f"'{state}'") for state in states]
+    return column == literals[0] if len(literals) == 1 else column.in_(literals)
+
+
+def stored_float(value: float | None, kind: Any) -> float | None:
+    """A value as Optuna stored it, with its kind (``FINITE``, ``INF_POS``, ...)."""
+    special = _SPECIAL.get(str(getattr(kind, "name", kind)).split(".")[-1])
+    return special if special is not None else value
+
+
+@lru_cache(maxsize=4096)
+def distribution(distribution_json: str) -> BaseDistribution:
+    """A parameter's distribution from its stored JSON (parsed once per distinct text)."""
+    return json_to_distribution(distribution_json)
+
+
+def trial_state(raw: Any) -> TrialState:
+    """A state column's value (an enum member, or its name as text) as a TrialState."""
+    return raw if isinstance(raw, TrialState) else TrialState[str(raw).split(".")[-1]]
+
+
+def utc(raw: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime (Optuna stores naive UTC)."""
+    if raw is None:
+        return None
+    when = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+    return when.replace(tzinfo=UTC)
+
+
+def naive(raw: Any) -> datetime | None:
+    """A stored time as the naive UTC datetime FrozenTrial holds."""
+    when = utc(raw)
+    return None if when is None else when.replace(tzinfo=None)
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+def write_user_attrs(conn: sa.Connection, attrs: dict[int, dict[str, Any]]) -> None:
+    """Set user attributes (``{trial_id: {key: value}}``) in the caller's transaction.
+
+    Stored as Optuna stores them (JSON text, one row per key, a new value replaces the old).
+    `Trial.set_user_attr` costs a transaction per attribute; a claim or a result writes
+    several at once. The caller checks, in the same transaction, that the trials are still
+    RUNNING: Optuna refuses to change a finished trial.
+    """
+    rows = [
+        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+        for trial_id, items in attrs.items()
+        for k, v in items.items()
+    ]
+    if rows:
+        _upsert(conn, user_attrs_table, ["trial_id", "key"], rows)
+
+
+def write_intermediate_values(
+    conn: sa.Connection, values: dict[int, tuple[int, float]]
+) -> set[int]:
+    """Store ``{trial_id: (step, finite value)}`` as ``Trial.report`` would, in the caller's
+    transaction, for the trials still RUNNING; returns their ids (the others were finished
+    meanwhile, and Optuna refuses to change a finished trial).
+
+    ``Trial.report`` costs a transaction of three statements per value: a stack reporting
+    many members' epochs at once writes them all with two.
+    """
+    if not values:
+        return set()
+    t = trials_table.c
+    running = set(
+        conn.execute(
+            sa.select(t.trial_id).where(t.trial_id.in_(list(values)), state_is("RUNNING"))
+        ).scalars()
+    )
+    rows = [
+        {
+            "trial_id": trial_id,
+            "step": step,
+            "intermediate_value": value,
+            "intermediate_value_type": FINITE,
+        }
+        for trial_id, (step, value) in values.items()
+        if trial_id in running
+    ]
+    if rows:
+        _upsert(conn, intermediate_values_table, ["trial_id", "step"], rows)
+    return running
+
+
+def _upsert(conn: sa.Connection, table: Any, key: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`; a row whose `key` columns exist already replaces the other columns."""
+    insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]
+    stmt = insert(table)
+    replaced = {column: stmt.excluded[column] for column in rows[0] if column not in key}
+    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=replaced), rows)
+
+
+# -- private attributes ----------------------------------------------------------------------
+
+
+def trial_db_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The trial's row id in Optuna's tables (``trial_id`` there)."""
+    return int(trial._trial_id)
+
+
+def trial_storage(trial: optuna.Trial) -> optuna.storages.BaseStorage:
+    """The storage `trial` writes through (its study's, a trial cache where one is used)."""
+    return trial.storage
+
+
+def frozen_trial(trial: optuna.Trial) -> FrozenTrial:
+    """The FrozenTrial Optuna keeps current with every suggest and report made through
+    `trial` (reading it back would cost a dozen statements)."""
+    return trial._cached_frozen_trial
+
+
+def note_reported(trial: optuna.Trial, step: int, value: float) -> None:
+    """Keep `trial`'s cached copy as ``Trial.report`` keeps it, after a direct write."""
+    trial._cached_frozen_trial.intermediate_values[step] = value
+
+
+def latest_trial(trial: optuna.Trial) -> FrozenTrial:
+    """The trial as ``Trial.should_prune`` hands it to the pruner."""
+    return trial._get_latest_trial()
+
+
+def cached_storage(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """Optuna's trial cache over `storage`: reads only what changed since its last read."""
+    return optuna.storages._CachedStorage(storage)
+
+
+def filter_study(study: optuna.Study, trial: FrozenTrial) -> optuna.Study:
+    """The study as its pruner partitions it (Hyperband's brackets), as ``Study.tell`` shows
+    it to the sampler."""
+    return optuna.pruners._filter_study(study, trial)
+
+
+def read_once(study: optuna.Study) -> optuna.Study | None:
+    """The study with its trials read from the database at most once (None if it cannot)."""
+    if not isinstance(study._storage, optuna.storages._CachedStorage):
+        return None
+    judged = copy.copy(study)
+    judged._storage = _CacheReadOnce(study._storage)
+    return judged
+
+
+class _CacheReadOnce(optuna.storages._CachedStorage):
+    """A view of a process's Optuna trial cache that updates it from the database once.
+
+    Every pruner reads the study's trials through its storage, Hyperband's bracket studies
+    included; through this view, one batch of reports costs one read, however many trials
+    it judges. Writes (rung attributes) go straight to the database, as the cache's do.
+    """
+
+    def __init__(self, cache: optuna.storages._CachedStorage) -> None:
+        self.__dict__.update(cache.__dict__)  # the same trials, dicts and lock
+        self._read: set[int] = set()
+
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        if study_id not in self._read:
+            super()._read_trials_from_remote_storage(study_id)
+            self._read.add(study_id)

@@ -1,0 +1,103 @@
+"""A study's row in noisetune's table, and where the study stands against its budget."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from search_spaces.optuna_adapter import state_is, trials_table
+from search_spaces.tables import studies_table, trial_runs_table
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    name: str
+    study_id: int
+    spec: dict[str, Any]
+    status: str
+    priority: int
+    n_trials: int
+    created_at: float
+    fail_reason: str | None = None
+
+
+def to_study_row(r: Any) -> StudyRow:
+    return StudyRow(
+        name=r.name,
+        study_id=r.study_id,
+        spec=json.loads(r.spec),
+        status=r.status,
+        priority=r.priority,
+        n_trials=r.n_trials,
+        created_at=r.created_at,
+        fail_reason=r.fail_reason,
+    )
+
+
+def get_study_row(engine: Engine, name: str) -> StudyRow | None:
+    with engine.connect() as conn:
+        r = conn.execute(sa.select(studies_table).where(studies_table.c.name == name)).first()
+    return None if r is None else to_study_row(r)
+
+
+def list_study_rows(engine: Engine) -> list[StudyRow]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(studies_table).order_by(studies_table.c.created_at)).all()
+    return [to_study_row(r) for r in rows]
+
+
+def set_study_status(engine: Engine, name: str, status: str) -> None:
+    """Set a study's status by hand: why the workers failed it, and its streak, are cleared."""
+    values = {"status": status, "fail_reason": None, "failure_streak": None}
+    with engine.begin() as conn:
+        conn.execute(sa.update(studies_table).where(studies_table.c.name == name).values(values))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a study stands against its budget."""
+
+    counted: int  # trials with a result of their own: complete, pruned, diverged
+    running: int
+    waiting: int
+    by_state: dict[str, int]
+
+    def budget_left(self, n_trials: int) -> int:
+        return n_trials - self.counted - self.running
+
+
+def study_progress(engine: Engine, name: str, study_id: int) -> Progress:
+    """Counts by Optuna state, and the budget count, in two small queries."""
+    t, r = trials_table.c, trial_runs_table.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.state, sa.func.count()).where(t.study_id == study_id).group_by(t.state)
+        ).all()
+        counted_fails = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(trial_runs_table.join(trials_table, t.trial_id == r.trial_id))
+            .where(r.study_name == name, r.counted, state_is("FAIL"))
+        ).scalar_one()
+    by_state = {str(state): int(n) for state, n in rows}
+    counted = by_state.get("COMPLETE", 0) + by_state.get("PRUNED", 0) + int(counted_fails)
+    return Progress(
+        counted=counted,
+        running=by_state.get("RUNNING", 0),
+        waiting=by_state.get("WAITING", 0),
+        by_state=by_state,
+    )
+
+
+def study_status(row: StudyRow, progress: Progress) -> str:
+    """running, stopped or failed as stored; completed once the budget is spent and idle.
+
+    A failed study stays failed even when its last trials spent the budget: the failure is
+    what its owner needs to see.
+    """
+    if row.status != "failed" and progress.counted >= row.n_trials and progress.running == 0:
+        return "completed"
+    return row.status
