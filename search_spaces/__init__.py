@@ -14,6 +14,7 @@ from search_spaces._params import (
     SearchSpaceError,
     parse_search_space,
 )
+from search_spaces._resources import ResourceEstimate
 from search_spaces._study_spec import (
     NOISE_PARAMS,
     PrunerSpec,
@@ -34,6 +35,7 @@ from search_spaces._tasks import (
     get_task_definition,
     task_definitions,
 )
+from search_spaces._worst_case import ResourceLimitError, check_resources, estimate_resources
 
 __all__ = [
     "BUILTIN_SPACES",
@@ -46,6 +48,8 @@ __all__ = [
     "IntParam",
     "PrunerSpec",
     "QuadraticConfig",
+    "ResourceEstimate",
+    "ResourceLimitError",
     "SamplerSpec",
     "SearchSpace",
     "SearchSpaceError",
@@ -57,7 +61,9 @@ __all__ = [
     "build_pruner",
     "build_sampler",
     "builtin_space_names",
+    "check_resources",
     "derived_seed",
+    "estimate_resources",
     "get_task_definition",
     "parse_search_space",
     "resolve_search_space",
