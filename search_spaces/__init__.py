@@ -5,6 +5,7 @@ rebuild studies from it.
 """
 
 from search_spaces._builtin import BUILTIN_SPACES, builtin_space_names, resolve_search_space
+from search_spaces._optimizer_options import PRUNER_OPTIONS, SAMPLER_OPTIONS, allowed_options
 from search_spaces._optuna_builders import build_pruner, build_sampler
 from search_spaces._params import (
     CategoricalParam,
@@ -41,7 +42,9 @@ __all__ = [
     "BUILTIN_SPACES",
     "DEEP_MLP",
     "NOISE_PARAMS",
+    "PRUNER_OPTIONS",
     "QUADRATIC",
+    "SAMPLER_OPTIONS",
     "CategoricalParam",
     "DeepMLPConfig",
     "FloatParam",
@@ -58,6 +61,7 @@ __all__ = [
     "TaskConfigError",
     "TaskDefinition",
     "TrialSetup",
+    "allowed_options",
     "build_pruner",
     "build_sampler",
     "builtin_space_names",

@@ -20,6 +20,8 @@ from search_spaces._resources import ResourceEstimate, deep_mlp_resources
 
 ENTRY_POINT_GROUP = "noisetune.tasks"
 MAX_EPOCHS = 10_000
+# A new quadratic study may sleep at most this long per trial (epochs x sleep_s).
+MAX_QUADRATIC_SECONDS = 3600.0
 
 Direction = Literal["minimize", "maximize"]
 
@@ -61,6 +63,11 @@ class QuadraticConfig(TaskConfig):
     # Runs with eta at or above this report a NaN loss, like a diverged training run.
     diverge_eta: float | None = Field(None, gt=0)
     seed: int = 0
+
+    @property
+    def sleep_seconds(self) -> float:
+        """How long one trial sleeps in all."""
+        return self.epochs * self.sleep_s
 
 
 @dataclass(frozen=True)

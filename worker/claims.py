@@ -91,7 +91,7 @@ _specs: dict[tuple[str, float], StudySpec] = {}
 def study_spec(row: StudyRow) -> StudySpec:
     key = (row.name, row.created_at)
     if key not in _specs:
-        _specs[key] = StudySpec.model_validate(row.spec)
+        _specs[key] = StudySpec.from_stored(row.spec)
     return _specs[key]
 
 
