@@ -23,6 +23,7 @@ from pydantic import (
 from search_spaces._builtin import resolve_search_space
 from search_spaces._optimizer_options import validate_options
 from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError
+from search_spaces._spec_guards import check_raw_spec
 from search_spaces._tasks import (
     MAX_QUADRATIC_SECONDS,
     QUADRATIC,
@@ -125,6 +126,12 @@ class StudySpec(BaseModel):
         still loads and runs, its options passed to Optuna as stored.
         """
         return cls.model_validate(raw, context={STORED: True})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_input(cls, data: Any) -> Any:
+        check_raw_spec(data)
+        return data
 
     @field_validator("task")
     @classmethod

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
+
 STUDIES = "/api/v1/studies"
+JSON = {"content-type": "application/json"}
 
 
 def spec(**fields: Any) -> dict[str, Any]:
@@ -80,3 +84,49 @@ def test_valid_options_are_stored_as_given(make_client: Any) -> None:
     assert stored["sampler"]["options"] == {"n_startup_trials": 4, "multivariate": True}
     assert stored["pruner"]["options"] == {"max_resource": 50, "reduction_factor": 2}
     assert stored["max_consecutive_failures"] == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        # The escapes travel as JSON text: the server decodes them into lone surrogates.
+        (
+            '{"name": "s", "task": "quadratic", "task_config": {"x\\ud800": 1}}',
+            "task_config.x\\ud800",
+        ),
+        (
+            '{"name": "s", "task": "quadratic", "task_config": {"seed": "\\udfff"}}',
+            "task_config.seed",
+        ),
+        ('{"name": "s\\ud800", "task": "quadratic"}', "name"),
+    ],
+)
+def test_lone_surrogates_are_422_and_nothing_is_stored(
+    make_client: Any, text: str, where: str
+) -> None:
+    client = make_client()
+    answer = client.post(STUDIES, content=text, headers=JSON)
+    assert answer.status_code == 422, answer.text
+    (detail,) = answer.json()["detail"]
+    assert detail["msg"].startswith(where + ": ")
+    assert detail["msg"].endswith("contains a character that cannot be encoded (lone surrogate)")
+    listed = client.get(STUDIES)
+    assert listed.status_code == 200 and listed.json()["count"] == 0
+
+
+def test_a_deeply_nested_spec_is_422(make_client: Any) -> None:
+    depth = 500  # parses; validation must still refuse it without recursing that deep
+    x0 = '{"a": ' * depth + "1" + "}" * depth
+    text = (
+        '{"name": "s", "task": "quadratic", "sampler": {"type": "cmaes", "options": {"x0": '
+        + x0
+        + "}}}"
+    )
+    json.loads(text)  # valid JSON
+    client = make_client()
+    answer = client.post(STUDIES, content=text, headers=JSON)
+    assert answer.status_code == 422, answer.text[:500]
+    (detail,) = answer.json()["detail"]
+    assert detail["msg"].startswith("sampler.options.x0.a.a.a.a.a ... (")
+    assert "nested deeper than 32 levels" in detail["msg"]
+    assert client.get(STUDIES).json()["count"] == 0
