@@ -2,7 +2,7 @@
 nesting depth that no later step (validation, JSON dumps, the dashboard) recurses too far on.
 
 The walk is iterative and stops at the depth limit, so a spec nested thousands of levels deep
-is refused without a RecursionError.
+is refused without a RecursionError. New submissions only: see `StudySpec.from_stored`.
 """
 
 from __future__ import annotations

@@ -122,15 +122,19 @@ class StudySpec(BaseModel):
         """A spec read back from storage, checked as it was when it was stored.
 
         Bounds added since (the sampler and pruner option models, max_retries <= 10, the
-        quadratic task's hour) apply to new submissions only: a study stored before them
-        still loads and runs, its options passed to Optuna as stored.
+        quadratic task's hour, the text and nesting guards) apply to new submissions only:
+        a study stored before them still loads and runs, its options passed to Optuna as
+        stored.
         """
         return cls.model_validate(raw, context={STORED: True})
 
     @model_validator(mode="before")
     @classmethod
-    def _plain_input(cls, data: Any) -> Any:
-        check_raw_spec(data)
+    def _plain_input(cls, data: Any, info: ValidationInfo) -> Any:
+        # A stored spec passed before these guards existed (SQLite stores an escaped lone
+        # surrogate without complaint): it keeps loading, like the other new bounds.
+        if not is_stored(info):
+            check_raw_spec(data)
         return data
 
     @field_validator("task")
