@@ -83,7 +83,7 @@ class CmaEsOptions(_Options):
         Literal["ipop", "bipop"] | None, Field(description="'ipop', 'bipop' or null")
     ] = None
     inc_popsize: Annotated[int, _int_in(1, 100)] | None = None
-    # cmaes needs two per generation (one fails); 10,000 keeps its arrays small.
+    # The cmaes package fails on a population of one; 10,000 keeps its arrays small.
     popsize: Annotated[int, _int_in(2, 10_000)] | None = None
     use_separable_cma: Flag = False
     with_margin: Flag = False
