@@ -5,6 +5,7 @@ rebuild studies from it.
 """
 
 from search_spaces._builtin import BUILTIN_SPACES, builtin_space_names, resolve_search_space
+from search_spaces._optimizer_options import PRUNER_OPTIONS, SAMPLER_OPTIONS, allowed_options
 from search_spaces._optuna_builders import build_pruner, build_sampler
 from search_spaces._params import (
     CategoricalParam,
@@ -14,6 +15,7 @@ from search_spaces._params import (
     SearchSpaceError,
     parse_search_space,
 )
+from search_spaces._resources import ResourceEstimate
 from search_spaces._study_spec import (
     NOISE_PARAMS,
     PrunerSpec,
@@ -34,18 +36,23 @@ from search_spaces._tasks import (
     get_task_definition,
     task_definitions,
 )
+from search_spaces._worst_case import ResourceLimitError, check_resources, estimate_resources
 
 __all__ = [
     "BUILTIN_SPACES",
     "DEEP_MLP",
     "NOISE_PARAMS",
+    "PRUNER_OPTIONS",
     "QUADRATIC",
+    "SAMPLER_OPTIONS",
     "CategoricalParam",
     "DeepMLPConfig",
     "FloatParam",
     "IntParam",
     "PrunerSpec",
     "QuadraticConfig",
+    "ResourceEstimate",
+    "ResourceLimitError",
     "SamplerSpec",
     "SearchSpace",
     "SearchSpaceError",
@@ -54,10 +61,13 @@ __all__ = [
     "TaskConfigError",
     "TaskDefinition",
     "TrialSetup",
+    "allowed_options",
     "build_pruner",
     "build_sampler",
     "builtin_space_names",
+    "check_resources",
     "derived_seed",
+    "estimate_resources",
     "get_task_definition",
     "parse_search_space",
     "resolve_search_space",

@@ -21,6 +21,8 @@ def build_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSam
     """
     s = spec.sampler
     seed = None if s.seed is None else derived_seed(s.seed, trial_number)
+    # A new spec's options were checked and typed by their model (_optimizer_options); a
+    # stored spec's are passed as stored, and Optuna's TypeError is reported below.
     options: dict[str, Any] = dict(s.options)
     try:
         if s.type == "tpe":

@@ -11,16 +11,49 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from search_spaces._builtin import resolve_search_space
+from search_spaces._optimizer_options import validate_options
 from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError
-from search_spaces._tasks import Direction, TaskDefinition, get_task_definition
+from search_spaces._spec_guards import check_raw_spec
+from search_spaces._tasks import (
+    MAX_QUADRATIC_SECONDS,
+    QUADRATIC,
+    Direction,
+    QuadraticConfig,
+    TaskConfig,
+    TaskConfigError,
+    TaskDefinition,
+    get_task_definition,
+)
+from search_spaces._worst_case import extreme_values, worst_config
 
 NOISE_PARAMS = {"eta": 0.0, "gamma": 0.55}
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MAX_TRIALS = 100_000
 MAX_REPEATS = 100
+# New studies may retry a trial at most MAX_RETRIES times; specs stored before that bound
+# was set may hold up to MAX_STORED_RETRIES.
+MAX_RETRIES = 10
+MAX_STORED_RETRIES = 100
+MAX_CONSECUTIVE_FAILURES = 1000
+# The validation context under which a spec read back from the database is checked: the
+# bounds set after it was stored do not apply to it (see `StudySpec.from_stored`).
+STORED = "stored"
+
+
+def is_stored(info: ValidationInfo) -> bool:
+    """Whether a validator runs on a spec read back from storage rather than a submission."""
+    return bool(isinstance(info.context, dict) and info.context.get(STORED))
+
 
 SamplerType = Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"]
 PrunerType = Literal["none", "median", "hyperband", "successive_halving"]
@@ -31,8 +64,16 @@ class SamplerSpec(BaseModel):
 
     type: SamplerType = "tpe"
     seed: int | None = None
-    # Extra keyword arguments for the Optuna sampler (e.g. n_startup_trials).
+    # Keyword arguments for the Optuna sampler (e.g. n_startup_trials): those of the type's
+    # model in _optimizer_options, checked and typed; a stored spec's are kept as stored.
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _typed_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if is_stored(info) or "type" not in info.data:
+            return options
+        return validate_options("sampler", info.data["type"], options)
 
 
 class PrunerSpec(BaseModel):
@@ -40,6 +81,13 @@ class PrunerSpec(BaseModel):
 
     type: PrunerType = "median"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _typed_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if is_stored(info) or "type" not in info.data:
+            return options
+        return validate_options("pruner", info.data["type"], options)
 
 
 class StudySpec(BaseModel):
@@ -57,11 +105,37 @@ class StudySpec(BaseModel):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     repeats: int = Field(1, ge=1, le=MAX_REPEATS)
-    max_retries: int = Field(2, ge=0, le=100)
-    # The workers stop the study as failed after this many trials in a row fail with an
-    # exception (worker.study_failures).
-    max_consecutive_failures: int = Field(3, ge=1, le=1000)
+    max_retries: int = Field(
+        2, ge=0, le=MAX_STORED_RETRIES, json_schema_extra={"maximum": MAX_RETRIES}
+    )
+    max_consecutive_failures: int = Field(
+        3,
+        ge=1,
+        le=MAX_CONSECUTIVE_FAILURES,
+        description="the workers stop the study as failed after this many trials in a row "
+        "fail with an exception (worker.study_failures)",
+    )
     priority: int = 0
+
+    @classmethod
+    def from_stored(cls, raw: dict[str, Any]) -> StudySpec:
+        """A spec read back from storage, checked as it was when it was stored.
+
+        Bounds added since (the sampler and pruner option models, max_retries <= 10, the
+        quadratic task's hour, the text and nesting guards) apply to new submissions only:
+        a study stored before them still loads and runs, its options passed to Optuna as
+        stored.
+        """
+        return cls.model_validate(raw, context={STORED: True})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_input(cls, data: Any, info: ValidationInfo) -> Any:
+        # A stored spec passed before these guards existed (SQLite stores an escaped lone
+        # surrogate without complaint): it keeps loading, like the other new bounds.
+        if not is_stored(info):
+            check_raw_spec(data)
+        return data
 
     @field_validator("task")
     @classmethod
@@ -69,8 +143,15 @@ class StudySpec(BaseModel):
         get_task_definition(task)  # raises TaskConfigError naming the registered tasks
         return task
 
+    @field_validator("max_retries")
+    @classmethod
+    def _few_retries(cls, max_retries: int, info: ValidationInfo) -> int:
+        if max_retries > MAX_RETRIES and not is_stored(info):
+            raise ValueError(f"must be at most {MAX_RETRIES}, got {max_retries}")
+        return max_retries
+
     @model_validator(mode="after")
-    def _check(self) -> StudySpec:
+    def _check(self, info: ValidationInfo) -> StudySpec:
         definition = get_task_definition(self.task)
         if self.metric is None:
             object.__setattr__(self, "metric", definition.primary_metric)
@@ -85,6 +166,8 @@ class StudySpec(BaseModel):
         _check_space_against_task(space, definition, self.task_config)
         if self.sampler.type == "grid":
             grid_of(space)  # raises when a parameter cannot be put on a grid
+        if not is_stored(info):
+            _check_new_study_bounds(self, space, definition)
         # The sampler and pruner options are checked by building them once.
         from search_spaces._optuna_builders import build_pruner, build_sampler
 
@@ -113,8 +196,7 @@ def _check_space_against_task(
             )
     # Every value the space can produce must make a valid config: check the extremes.
     probes: list[dict[str, Any]] = [dict(space.fixed)]
-    for name, p in space.sampled.items():
-        values = p.choices if isinstance(p, CategoricalParam) else [p.low, p.high]
+    for name, values in extreme_values(space).items():
         probes.extend({name: v} for v in values)
     for probe in probes:
         for noise, default in NOISE_PARAMS.items():
@@ -125,6 +207,53 @@ def _check_space_against_task(
                 raise SearchSpaceError(f"{noise} must be finite and >= 0, got {value!r}")
         config = {**task_config, **{k: v for k, v in probe.items() if k not in NOISE_PARAMS}}
         definition.validate_config(config)
+
+
+def _check_new_study_bounds(
+    spec: StudySpec, space: SearchSpace, definition: TaskDefinition
+) -> None:
+    """Bounds a new submission is held to, which specs stored before them may exceed."""
+    if definition.name == QUADRATIC.name:
+
+        def seconds(config: TaskConfig) -> float:
+            assert isinstance(config, QuadraticConfig)
+            return config.sleep_seconds
+
+        worst = worst_config(space, definition, spec.task_config, seconds)
+        assert isinstance(worst, QuadraticConfig)
+        if worst.sleep_seconds > MAX_QUADRATIC_SECONDS:
+            raise TaskConfigError(
+                f"task_config: a quadratic trial may sleep at most {MAX_QUADRATIC_SECONDS:g} s "
+                f"(1 h) in all, epochs x sleep_s; epochs={worst.epochs} and "
+                f"sleep_s={worst.sleep_s:g} make {worst.sleep_seconds:g} s"
+            )
+    x0 = spec.sampler.options.get("x0") if spec.sampler.type == "cmaes" else None
+    if x0 is not None:
+        _check_x0(x0, space)
+
+
+def _check_x0(x0: dict[str, float], space: SearchSpace) -> None:
+    # CMA-ES starts from x0 in the space of its float and int parameters (those of more than
+    # one value), all of which it needs; a name it does not search or a value outside the
+    # range would fail in a worker, not here.
+    ranged = {n: p for n, p in space.sampled.items() if not isinstance(p, CategoricalParam)}
+    where = "sampler.options.x0"
+    unknown = sorted(set(x0) - set(ranged))
+    if unknown:
+        raise ValueError(
+            f"{where}: the search space has no float or int parameter named "
+            f"{', '.join(map(repr, unknown))} (it has: {', '.join(ranged) or 'none'})"
+        )
+    missing = [n for n, p in ranged.items() if n not in x0 and p.low < p.high]
+    if missing:
+        raise ValueError(f"{where}: needs a start value for {', '.join(map(repr, missing))}")
+    for name, value in x0.items():
+        p = ranged[name]
+        if not p.low <= value <= p.high:
+            raise ValueError(
+                f"{where}.{name}: {value:g} is outside the parameter's range "
+                f"[{p.low:g}, {p.high:g}]"
+            )
 
 
 def grid_of(space: SearchSpace) -> dict[str, list[Any]]:

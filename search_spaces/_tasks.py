@@ -9,14 +9,19 @@ through the entry-point group ``noisetune.tasks``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from search_spaces._resources import ResourceEstimate, deep_mlp_resources
+
 ENTRY_POINT_GROUP = "noisetune.tasks"
 MAX_EPOCHS = 10_000
+# A new quadratic study may sleep at most this long per trial (epochs x sleep_s).
+MAX_QUADRATIC_SECONDS = 3600.0
 
 Direction = Literal["minimize", "maximize"]
 
@@ -59,6 +64,11 @@ class QuadraticConfig(TaskConfig):
     diverge_eta: float | None = Field(None, gt=0)
     seed: int = 0
 
+    @property
+    def sleep_seconds(self) -> float:
+        """How long one trial sleeps in all."""
+        return self.epochs * self.sleep_s
+
 
 @dataclass(frozen=True)
 class TaskDefinition:
@@ -76,6 +86,8 @@ class TaskDefinition:
     # "module:function" a worker calls once, before claiming the task's first trial: its
     # one-time costs (imports that take seconds) then stay out of trial times.
     warm_up: str | None = None
+    # Memory and time one trial of a config needs; None when the task does not say.
+    resources: Callable[[TaskConfig], ResourceEstimate] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -128,6 +140,7 @@ DEEP_MLP = TaskDefinition(
     stackable=True,
     stacked_trainer="worker.tasks.deep_mlp_stacked:train_stacked",
     warm_up="worker.tasks.deep_mlp:warm_up",
+    resources=deep_mlp_resources,
 )
 
 QUADRATIC = TaskDefinition(

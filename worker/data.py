@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import io
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -32,12 +33,20 @@ MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+# The most bytes one IDX file may hold once decompressed (MNIST's largest holds 47 MB): a
+# small gzip file can expand to gigabytes, so reading stops here instead.
+MAX_IDX_BYTES = 256 * 1024 * 1024
+_READ_CHUNK = 1024 * 1024
 # IDX type codes (third byte of the magic number) -> numpy big-endian dtypes.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 class DatasetError(RuntimeError):
     """A dataset that cannot be found, read or fetched; the message says what to do."""
+
+
+class DatasetTooLargeError(DatasetError, ValueError):
+    """A data file that holds more than `MAX_IDX_BYTES` once decompressed."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            raw = _read_capped(f, path)
     except (OSError, EOFError) as exc:
         raise DatasetError(f"cannot read IDX file {path}: {exc}") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
@@ -72,6 +81,20 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) != expected:
         raise DatasetError(f"{path}: expected {expected} bytes for shape {shape}, got {len(raw)}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _read_capped(f: io.BufferedIOBase, path: Path) -> bytes:
+    """All of `f`, read a chunk at a time, or `DatasetTooLargeError` past `MAX_IDX_BYTES`."""
+    chunks, total = [], 0
+    while chunk := f.read(min(_READ_CHUNK, MAX_IDX_BYTES + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > MAX_IDX_BYTES:
+            raise DatasetTooLargeError(
+                f"{path} holds more than {MAX_IDX_BYTES:,} bytes once decompressed, the most "
+                "an IDX file may hold here; it is not one of MNIST's files"
+            )
+    return b"".join(chunks)
 
 
 def find_mnist_file(data_dir: Path, name: str) -> Path:

@@ -48,7 +48,7 @@ def test_trial_resolution_layers_defaults_config_space_and_params() -> None:
         ({"metric": "accuracy"}, "metric 'accuracy' is not reported"),
         ({"sampler": {"type": "bayes"}}, "sampler.type"),
         ({"sampler": {"type": "grid"}, "search_space": "wide"}, "grid sampler needs"),
-        ({"sampler": {"type": "tpe", "options": {"bogus": 1}}}, "sampler 'tpe': bad option"),
+        ({"sampler": {"type": "tpe", "options": {"bogus": 1}}}, "unknown option for sampler 'tpe'"),
         ({"pruner": {"type": "median", "options": {"n_startup_trials": -1}}}, "pruner"),
         ({"n_trials": 0}, "n_trials"),
         ({"unknown_field": 1}, "unknown_field"),

@@ -142,3 +142,34 @@ def test_deep_mlp_trains_on_mnist_files(tmp_path: Path) -> None:
     assert result["steps"] == 2 * 4 and result["diverged"] is False  # ceil(30 / 8) per epoch
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte"):
         train({**config, "data_dir": str(tmp_path / "empty")}, eta=0.0, gamma=0.55)
+
+
+def test_read_idx_reads_up_to_the_size_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    path = write_idx(tmp_path / "x-idx3-ubyte.gz", images)
+    size = 4 + 4 * 3 + images.size  # header and pixels, decompressed
+    monkeypatch.setattr(data, "MAX_IDX_BYTES", size)
+    assert np.array_equal(read_idx(path), images)
+    monkeypatch.setattr(data, "MAX_IDX_BYTES", size - 1)
+    with pytest.raises(ValueError, match=f"{path.name} holds more than {size - 1:,} bytes"):
+        read_idx(path)
+
+
+def test_a_gzip_bomb_stops_at_the_cap_without_decompressing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tracemalloc
+
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    header = bytes([0, 0, 0x08, 1]) + struct.pack(">I", 64 * 2**20)
+    bomb.write_bytes(gzip.compress(header + bytes(64 * 2**20), compresslevel=1))
+    assert bomb.stat().st_size < 2**20  # 64 MiB of zeros in well under 1 MiB
+    monkeypatch.setattr(data, "MAX_IDX_BYTES", 2**20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match="once decompressed"):
+            read_idx(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # read in chunks up to the 1 MiB cap, never the 64 MiB

@@ -34,7 +34,8 @@ class ClaimCaches:
         default_factory=dict
     )
     # A study's spec never changes (a study made again under its name has a new
-    # created_at): validated once per study, not once per claim.
+    # created_at): validated once per study, not once per claim, as stored (specs stored
+    # before today's bounds still load: StudySpec.from_stored).
     specs: dict[tuple[str, float], StudySpec] = field(default_factory=dict)
     # The last list of servable studies per (engine, only), with when it was read.
     candidates: dict[tuple[sa.Engine, str | None], tuple[float, list[StudyRow]]] = field(
@@ -74,7 +75,7 @@ class ClaimCaches:
     def spec(self, row: StudyRow) -> StudySpec:
         key = (row.name, row.created_at)
         if key not in self.specs:
-            self.specs[key] = StudySpec.model_validate(row.spec)
+            self.specs[key] = StudySpec.from_stored(row.spec)
         return self.specs[key]
 
 
