@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -10,6 +11,19 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from search_spaces.storage import resolve_url
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+DEFAULT_MAX_TRIAL_MEMORY = 8 * 2**30
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_UNITS.update({f"{u}i": 2 ** (10 * i) for i, u in enumerate("kmgt", start=1)})
+
+
+def parse_bytes(value: Any) -> Any:
+    """``8GiB``, ``512 MB``, ``8G`` or a whole number of bytes, as a number of bytes."""
+    if not isinstance(value, str):
+        return value
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", value.lower())
+    if found is None:
+        raise ValueError(f"expected a size such as 8GiB, 512MB or 1073741824, got {value!r}")
+    return int(float(found.group(1)) * _UNITS[found.group(2) or ""])
 
 
 class Settings(BaseSettings):
@@ -35,6 +49,14 @@ class Settings(BaseSettings):
     # Host names the server answers to besides loopback ("*": any; only behind a proxy that
     # checks Host). Comma-separated in NOISETUNE_ALLOWED_HOSTS.
     allowed_hosts: Annotated[list[str], NoDecode] = []
+    # The most memory one trial may need, by its task's estimate (NOISETUNE_MAX_TRIAL_MEMORY,
+    # e.g. 8GiB or 24GB): a study whose trials could need more is refused at submission.
+    max_trial_memory: int = Field(default=DEFAULT_MAX_TRIAL_MEMORY, ge=1)
+
+    @field_validator("max_trial_memory", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        return parse_bytes(value)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.storages import RDBStorage
 
-from search_spaces import StudySpec
+from search_spaces import ResourceLimitError, StudySpec, check_resources
 from search_spaces._study_spec import NAME_PATTERN
 from search_spaces.storage import advisory_lock, now
 from search_spaces.study_rows import (
@@ -72,8 +72,19 @@ def _check_storable(payload: Any, loc: list[str | int]) -> None:
             _check_storable(value, [*loc, i])
 
 
-def create_study(storage: RDBStorage, spec: StudySpec) -> StudyPublic:
-    """Create the Optuna study and its noisetune row, under a lock so names stay unique."""
+def create_study(
+    storage: RDBStorage, spec: StudySpec, *, max_trial_memory: int | None = None
+) -> StudyPublic:
+    """Create the Optuna study and its noisetune row, under a lock so names stay unique.
+
+    With `max_trial_memory` (bytes), a study whose trials the task estimates may need more
+    is refused (`InvalidInput` with the estimate).
+    """
+    if max_trial_memory is not None:
+        try:
+            check_resources(spec, max_trial_memory)
+        except ResourceLimitError as exc:
+            raise InvalidInput(["body", "task_config"], str(exc)) from None
     # Checked before the JSON dump, which would quietly turn NaN and infinities into null.
     _check_storable(spec.model_dump(), ["body"])
     low, high = PRIORITY_RANGE

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from service import importance, studies, trials
-from service.deps import ReadAccess, StorageDep, WriteAccess
+from service.deps import ReadAccess, SettingsDep, StorageDep, WriteAccess
 from service.schemas import (
     TRIAL_STATES,
     Evaluator,
@@ -26,9 +26,13 @@ MAX_OFFSET = 2**31 - 1
 
 
 @router.post("", status_code=201, dependencies=[WriteAccess])
-def create_study(spec: StudyCreate, storage: StorageDep) -> StudyPublic:
-    """Submit a study; workers pick its trials up from the database."""
-    return studies.create_study(storage, spec)
+def create_study(spec: StudyCreate, storage: StorageDep, settings: SettingsDep) -> StudyPublic:
+    """Submit a study; workers pick its trials up from the database.
+
+    422 when its trials may need more memory than the server allows (the task's estimate
+    against `NOISETUNE_MAX_TRIAL_MEMORY`).
+    """
+    return studies.create_study(storage, spec, max_trial_memory=settings.max_trial_memory)
 
 
 @router.get("")

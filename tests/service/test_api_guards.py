@@ -130,3 +130,45 @@ def test_a_deeply_nested_spec_is_422(make_client: Any) -> None:
     assert detail["msg"].startswith("sampler.options.x0.a.a.a.a.a ... (")
     assert "nested deeper than 32 levels" in detail["msg"]
     assert client.get(STUDIES).json()["count"] == 0
+
+
+HUGE = {"dataset": "mnist", "width": 4096, "depth": 200, "batch_size": 65536}
+
+
+def test_a_study_whose_trials_need_more_memory_than_allowed_is_refused(
+    make_client: Any,
+) -> None:
+    client = make_client()  # the default limit, 8 GiB
+    huge = {"name": "huge", "task": "deep_mlp", "task_config": HUGE, "search_space": "paper"}
+    answer = client.post(STUDIES, json=huge)
+    assert answer.status_code == 422
+    [error] = answer.json()["detail"]
+    assert error["msg"].startswith("deep_mlp needs about ")
+    assert "this server allows 8 GiB (NOISETUNE_MAX_TRIAL_MEMORY)" in error["msg"]
+    assert client.get(STUDIES).json()["count"] == 0
+    # A searched width counts at its largest value.
+    wide = {"width": {"type": "int", "low": 50, "high": 4096}, "eta": 0.3}
+    searched = {**huge, "task_config": {**HUGE, "width": 50}, "search_space": wide}
+    assert client.post(STUDIES, json=searched).status_code == 422
+    paper = {"name": "paper", "task": "deep_mlp", "search_space": "paper"}
+    assert client.post(STUDIES, json=paper).status_code == 201
+
+
+def test_the_memory_limit_is_the_servers_setting(make_client: Any) -> None:
+    client = make_client(max_trial_memory="4TiB")
+    huge = {"name": "huge", "task": "deep_mlp", "task_config": HUGE, "search_space": "paper"}
+    assert client.post(STUDIES, json=huge).status_code == 201
+    small = make_client(max_trial_memory=1024)
+    paper = {"name": "paper", "task": "deep_mlp", "search_space": "paper"}
+    answer = small.post(STUDIES, json=paper)
+    assert answer.status_code == 422 and "allows 1 KiB" in answer.text
+
+
+def test_memory_sizes_read_as_people_write_them() -> None:
+    from service.settings import Settings, parse_bytes
+
+    assert parse_bytes("8GiB") == 8 * 2**30 and parse_bytes("512 MB") == 512 * 10**6
+    assert parse_bytes("24G") == 24 * 10**9 and parse_bytes("1073741824") == 2**30
+    assert Settings(max_trial_memory="2TiB").max_trial_memory == 2 * 2**40
+    with pytest.raises(ValueError, match="expected a size such as 8GiB"):
+        Settings(max_trial_memory="lots")
