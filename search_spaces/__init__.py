@@ -23,6 +23,7 @@ from search_spaces._study_spec import (
     StudySpec,
     TrialSetup,
     derived_seed,
+    layered,
     resolve_trial,
 )
 from search_spaces._tasks import (
@@ -69,6 +70,7 @@ __all__ = [
     "derived_seed",
     "estimate_resources",
     "get_task_definition",
+    "layered",
     "parse_search_space",
     "resolve_search_space",
     "resolve_trial",

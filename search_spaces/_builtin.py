@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from search_spaces._params import SearchSpace, SearchSpaceError, parse_search_space
+from search_spaces.schedules import DEFAULT_GAMMA
 
 PAPER_ETAS = [0.01, 0.3, 1.0]
 
 BUILTIN_SPACES: dict[str, dict[str, Any]] = {
     # The paper's grid: eta from {0.01, 0.3, 1.0}, gamma fixed at 0.55.
-    "paper": {"eta": {"type": "categorical", "choices": PAPER_ETAS}, "gamma": 0.55},
+    "paper": {"eta": {"type": "categorical", "choices": PAPER_ETAS}, "gamma": DEFAULT_GAMMA},
     # The same etas with gamma searched too.
     "paper-gamma": {
         "eta": {"type": "categorical", "choices": PAPER_ETAS},
@@ -19,7 +20,7 @@ BUILTIN_SPACES: dict[str, dict[str, Any]] = {
     # eta = 0 is the no-noise control the paper compares against.
     "paper-baseline": {
         "eta": {"type": "categorical", "choices": [0.0, *PAPER_ETAS]},
-        "gamma": 0.55,
+        "gamma": DEFAULT_GAMMA,
     },
     "wide": {
         "eta": {"type": "float", "low": 1e-3, "high": 3.0, "log": True},

@@ -35,8 +35,10 @@ from search_spaces._tasks import (
     get_task_definition,
 )
 from search_spaces._worst_case import extreme_values, worst_config
+from search_spaces.schedules import DEFAULT_GAMMA
 
-NOISE_PARAMS = {"eta": 0.0, "gamma": 0.55}
+# The noise parameters and their defaults: eta 0 is no noise, gamma the paper's.
+NOISE_PARAMS = {"eta": 0.0, "gamma": DEFAULT_GAMMA}
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MAX_TRIALS = 100_000
 MAX_REPEATS = 100
@@ -284,9 +286,20 @@ class TrialSetup:
     config: dict[str, Any]
 
 
+def layered(
+    task_config: dict[str, Any],
+    fixed: dict[str, Any],
+    params: dict[str, Any],
+    task_defaults: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one order in which a trial's values override each other: task defaults <- noise
+    defaults (NOISE_PARAMS) <- task_config <- the space's fixed values <- sampled params."""
+    return {**(task_defaults or {}), **NOISE_PARAMS, **task_config, **fixed, **params}
+
+
 def resolve_trial(spec: StudySpec, params: dict[str, Any]) -> TrialSetup:
-    """Task defaults <- task_config <- fixed space values <- sampled params."""
-    merged = {**NOISE_PARAMS, **spec.task_config, **spec.space.fixed, **params}
+    """What a trial trains with, its values layered as `layered` says."""
+    merged = layered(spec.task_config, spec.space.fixed, params)
     eta = float(merged.pop("eta"))
     gamma = float(merged.pop("gamma"))
     config = spec.definition.validate_config(merged).model_dump()

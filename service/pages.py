@@ -39,20 +39,10 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["num"] = lambda v: _num(v)
 router = APIRouter(include_in_schema=False)
 
-# The study page's plots, in the order they appear (importance first), two to a row
-# except the wide ones.
-PAGE_PLOTS = (
-    "importance",
-    "history",
-    "parallel",
-    "contour",
-    "intermediate",
-    "noise_schedule",
-    "timeline",
-    "slice",
-)
+# The study page's plots, in PLOT_KINDS' order (importance first), two to a row except the
+# wide ones.
+PAGE_PLOTS = PLOT_KINDS
 WIDE_PLOTS = frozenset({"parallel", "slice"})
-assert set(PAGE_PLOTS) == set(PLOT_KINDS)
 
 
 def _num(value: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from optuna.trial import FrozenTrial
 
+from search_spaces import trial_attrs
 from search_spaces.storage import open_storage, resolve_url
 from service import studies
 from service.pages import PAGE_PLOTS, PLOTLY_JS, STATIC, WIDE_PLOTS, templates
@@ -51,10 +52,10 @@ def _trial_row(t: FrozenTrial, params: list[str]) -> dict[str, Any]:
         "value": _cell(t.value if t.values else None),
         "params": [_cell(t.params.get(p)) for p in params],
         "duration": "—" if duration is None else f"{duration:.1f} s",
-        "worker": attrs.get("worker") or "—",
-        "device": attrs.get("device") or "—",
+        "worker": attrs.get(trial_attrs.WORKER) or "—",
+        "device": attrs.get(trial_attrs.DEVICE) or "—",
         "start": start.strftime("%Y-%m-%d %H:%M:%S") if start else "—",
-        "fail_reason": attrs.get("fail_reason") or "",
+        "fail_reason": attrs.get(trial_attrs.FAIL_REASON) or "",
     }
 
 

@@ -132,6 +132,7 @@ def _optuna_study_id(storage: RDBStorage, name: str) -> int | None:
 
 
 def require_row(storage: RDBStorage, name: str) -> StudyRow:
+    """The study's row, or `StudyNotFound` (HTTP 404): the one lookup of a study by name."""
     # A name no spec can have is unknown without asking the database (which may refuse
     # it outright, e.g. PostgreSQL and NUL characters).
     row = get_study_row(storage.engine, name) if re.fullmatch(NAME_PATTERN, name) else None

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from optuna.storages import RDBStorage
 
+from search_spaces import trial_attrs
 from search_spaces.optuna_adapter import (
     distribution,
     intermediate_values_table,
@@ -23,14 +24,17 @@ from search_spaces.optuna_adapter import (
 from service.schemas import TRIAL_STATES, TrialPublic, TrialsPublic
 from service.studies import InvalidInput, require_row
 
-# The user attrs a worker sets (see the worker contract) and the type each must have.
+# The user attrs a trial's page row shows, with the type each must have.
 _ATTRS = {
-    "worker": str,
-    "host": str,
-    "device": str,
-    "attempt": int,
-    "metrics": dict,
-    "fail_reason": str,
+    key: trial_attrs.TYPES[key]
+    for key in (
+        trial_attrs.WORKER,
+        trial_attrs.HOST,
+        trial_attrs.DEVICE,
+        trial_attrs.ATTEMPT,
+        trial_attrs.METRICS,
+        trial_attrs.FAIL_REASON,
+    )
 }
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from search_spaces.schedules import DEFAULT_GAMMA
 from worker.tasks.base import json_safe
 
 EXIT_USAGE = 2
@@ -61,7 +62,7 @@ def _number_or_text(value: Any) -> Any:
 def train_command(
     task: Annotated[str, typer.Option(help="Registered task name.")] = "deep_mlp",
     eta: Annotated[float, typer.Option(help="Noise variance at step 0.")] = 0.0,
-    gamma: Annotated[float, typer.Option(help="Decay exponent of the variance.")] = 0.55,
+    gamma: Annotated[float, typer.Option(help="Decay exponent of the variance.")] = DEFAULT_GAMMA,
     seed: Annotated[int | None, typer.Option(help="Overrides the config's seed.")] = None,
     config: Annotated[
         list[str] | None,

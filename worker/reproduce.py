@@ -17,8 +17,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
+from search_spaces.schedules import DEFAULT_GAMMA
+
 PAPER_ETAS = (0.0, 0.01, 0.3, 1.0)
-PAPER_GAMMA = 0.55
+PAPER_GAMMA = DEFAULT_GAMMA
 PAPER_CONFIG: dict[str, Any] = {
     "dataset": "digits",
     "depth": 20,

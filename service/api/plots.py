@@ -50,8 +50,8 @@ def read_plot(
         str | None, Query(description="contour axes, two parameter names: `params=eta,gamma`")
     ] = None,
 ) -> Response:
-    """One plot of the study as a Plotly figure; kinds: importance, history, parallel, slice,
-    contour, intermediate, timeline, noise_schedule."""
+    """One plot of the study as a Plotly figure; kinds: importance, history, parallel,
+    contour, intermediate, noise_schedule, timeline, slice (service.plots.PLOT_KINDS)."""
     if kind not in plots.PLOT_KINDS:
         raise HTTPException(
             404, f"unknown plot kind {kind!r}; kinds are {', '.join(plots.PLOT_KINDS)}"

@@ -42,26 +42,19 @@ __all__ = [
     "study_snapshot",
 ]
 
-PLOT_KINDS: tuple[str, ...] = (
-    "importance",
-    "history",
-    "parallel",
-    "slice",
-    "contour",
-    "intermediate",
-    "timeline",
-    "noise_schedule",
-)
+# Every plot kind with its title, in the order the study page and the report show them
+# (importance first): the one list of plot kinds.
 TITLES = {
     "importance": "Hyperparameter importance",
     "history": "Optimization history",
     "parallel": "Parallel coordinates",
-    "slice": "Slice",
     "contour": "Contour",
     "intermediate": "Learning curves",
-    "timeline": "Timeline",
     "noise_schedule": "Noise schedules",
+    "timeline": "Timeline",
+    "slice": "Slice",
 }
+PLOT_KINDS: tuple[str, ...] = tuple(TITLES)
 RUN_KINDS = frozenset({"intermediate", "timeline", "noise_schedule"})
 # Plots of running trials change between finishes; the rest only when a trial finishes.
 LIVE_KINDS = frozenset({"intermediate", "timeline"})

@@ -9,7 +9,6 @@ snapshot's signature, so a warm request is a dictionary lookup.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,7 +18,6 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import FrozenTrial
 
-from search_spaces._study_spec import NAME_PATTERN
 from search_spaces.optuna_adapter import (
     intermediate_values_table,
     params_table,
@@ -28,10 +26,9 @@ from search_spaces.optuna_adapter import (
     trials_table,
     user_attrs_table,
 )
-from search_spaces.study_rows import get_study_row
 from service.plots._reader import read_trials
 from service.plots._snapshot import FINISHED, StudySnapshot
-from service.studies import StudyNotFound
+from service.studies import require_row
 
 MAX_SNAPSHOTS = 8
 MAX_FIGURES = 512
@@ -96,11 +93,7 @@ class SnapshotCache:
 
     def get(self, storage: optuna.storages.RDBStorage, name: str) -> StudySnapshot:
         engine = storage.engine
-        # A name no spec can have is unknown without asking the database (PostgreSQL
-        # refuses some characters outright).
-        row = get_study_row(engine, name) if re.fullmatch(NAME_PATTERN, name) else None
-        if row is None:
-            raise StudyNotFound(name)
+        row = require_row(storage, name)
         key = (str(engine.url), name)
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())

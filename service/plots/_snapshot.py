@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search_spaces import NOISE_PARAMS, get_task_definition, resolve_search_space
+from search_spaces import NOISE_PARAMS, get_task_definition, layered, resolve_search_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -81,7 +81,7 @@ class StudySnapshot:
             fixed = resolve_search_space(self.spec.get("search_space", "paper")).fixed
         except ValueError:
             fixed = {}
-        return {**NOISE_PARAMS, **self.spec.get("task_config", {}), **fixed}
+        return layered(self.spec.get("task_config", {}), fixed, {})
 
     @cached_property
     def task_defaults(self) -> dict[str, Any]:
@@ -92,7 +92,7 @@ class StudySnapshot:
             return {}
 
     def config(self, trial: FrozenTrial) -> dict[str, Any]:
-        """Everything the trial trained with: task defaults <- config <- fixed <- sampled."""
+        """Everything the trial trained with, in `layered`'s order."""
         return {**self.task_defaults, **self.noise_defaults, **trial.params}
 
     def param(self, trial: FrozenTrial, name: str) -> Any:

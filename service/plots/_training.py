@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from search_spaces import trial_attrs
 from search_spaces.schedules import PolynomialSchedule
 from service.plots._data import thin
 from service.plots._snapshot import StudySnapshot, TooFew, too_few
@@ -89,8 +90,8 @@ def total_steps(trial: FrozenTrial) -> int:
     A finished trial's metrics carry ``steps``; each point of its curve carries the steps
     reached by that epoch. A trainer that reports neither is drawn one step per epoch.
     """
-    metrics = trial.user_attrs.get("metrics") or {}
-    curve = trial.user_attrs.get("curve") or []
+    metrics = trial.user_attrs.get(trial_attrs.METRICS) or {}
+    curve = trial.user_attrs.get(trial_attrs.CURVE) or []
     last = curve[-1] if curve and isinstance(curve[-1], dict) else {}
     for steps in (metrics.get("steps"), last.get("steps")):
         if isinstance(steps, int | float) and not isinstance(steps, bool) and steps >= 1:

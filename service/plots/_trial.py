@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, NamedTuple
 
 import optuna
@@ -12,10 +11,9 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 from plotly.subplots import make_subplots
 
-from search_spaces._study_spec import NAME_PATTERN
-from search_spaces.study_rows import get_study_row
+from search_spaces import trial_attrs
 from service.plots._figures import FONT, STATE_COLORS, add_note
-from service.studies import StudyNotFound
+from service.studies import require_row
 
 # Curve keys that are bookkeeping, not metrics to draw.
 _NOT_METRICS = {"epoch", "steps", "epochs", "diverged", "repeats"}
@@ -41,7 +39,7 @@ def _finite(v: Any) -> float | None:
 
 def trial_curve_info(trial: FrozenTrial, metric: str) -> TrialCurveInfo:
     """Every per-epoch metric the worker recorded; the study metric alone when no curve."""
-    curve = trial.user_attrs.get("curve")
+    curve = trial.user_attrs.get(trial_attrs.CURVE)
     if isinstance(curve, list) and curve and all(isinstance(c, dict) for c in curve):
         epochs = [int(c.get("epoch", i + 1)) for i, c in enumerate(curve)]
         names = [
@@ -110,9 +108,7 @@ def load_trial(
     storage: optuna.storages.RDBStorage, name: str, number: int
 ) -> tuple[FrozenTrial, str]:
     """The trial, and the study metric its value is."""
-    row = get_study_row(storage.engine, name) if re.fullmatch(NAME_PATTERN, name) else None
-    if row is None:
-        raise StudyNotFound(name)
+    row = require_row(storage, name)
     try:
         trial_id = storage.get_trial_id_from_study_id_trial_number(row.study_id, number)
     except KeyError:
@@ -125,7 +121,7 @@ def trial_detail(storage: optuna.storages.RDBStorage, name: str, number: int) ->
     trial, metric = load_trial(storage, name, number)
     attrs = trial.user_attrs
     start, end = trial.datetime_start, trial.datetime_complete
-    recorded = attrs.get("metrics")
+    recorded = attrs.get(trial_attrs.METRICS)
     metrics: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     return {
         "number": trial.number,
@@ -134,13 +130,13 @@ def trial_detail(storage: optuna.storages.RDBStorage, name: str, number: int) ->
         "metric": metric,
         "params": dict(trial.params),
         "metrics": {k: v for k, v in metrics.items() if k not in ("epoch",)},
-        "worker": attrs.get("worker"),
-        "host": attrs.get("host"),
-        "device": attrs.get("device"),
-        "attempt": attrs.get("attempt"),
-        "retry_of": attrs.get("retry_of"),
-        "wall_time_s": attrs.get("wall_time_s"),
-        "fail_reason": attrs.get("fail_reason"),
+        "worker": attrs.get(trial_attrs.WORKER),
+        "host": attrs.get(trial_attrs.HOST),
+        "device": attrs.get(trial_attrs.DEVICE),
+        "attempt": attrs.get(trial_attrs.ATTEMPT),
+        "retry_of": attrs.get(trial_attrs.RETRY_OF),
+        "wall_time_s": attrs.get(trial_attrs.WALL_TIME_S),
+        "fail_reason": attrs.get(trial_attrs.FAIL_REASON),
         # Optuna stores naive UTC times (as the trials API reads them too).
         "datetime_start": start.isoformat() + "Z" if start else None,
         "datetime_complete": end.isoformat() + "Z" if end else None,

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 import sqlalchemy as sa
 
-from search_spaces import FloatParam, IntParam, StudySpec
+from search_spaces import FloatParam, IntParam, StudySpec, trial_attrs
 from search_spaces.optuna_adapter import trial_db_id, trials_table, write_user_attrs
 from search_spaces.storage import locked_transaction, now
 from search_spaces.study_rows import StudyRow
@@ -192,7 +192,7 @@ def _ask(
         sampler, study.pruner, error = guarded_optimizers(spec, first_seed_number + i)
         study.sampler = sampler
         trial = study.ask()
-        attempt = int(trial.user_attrs.get("attempt", 0))
+        attempt = int(trial.user_attrs.get(trial_attrs.ATTEMPT, 0))
         asked.append(_Asked(study, trial, attempt, error or sampler.error))
     return asked
 
@@ -230,11 +230,13 @@ def _record_claims(
         .where(workers_table.c.id == worker_id)
         .values(study_name=study_name, trial_id=trial_db_id(first), trial_number=first.number)
     )
-    who = {"worker": worker_id, "host": host, "device": device}
+    who = {trial_attrs.WORKER: worker_id, trial_attrs.HOST: host, trial_attrs.DEVICE: device}
     attrs = {}
     for a in asked:
         # A queued retry came with its attempt already set.
-        extra = {} if "attempt" in a.trial.user_attrs else {"attempt": a.attempt}
+        extra = (
+            {} if trial_attrs.ATTEMPT in a.trial.user_attrs else {trial_attrs.ATTEMPT: a.attempt}
+        )
         attrs[trial_db_id(a.trial)] = {**who, **extra}
     write_user_attrs(conn, attrs)
 

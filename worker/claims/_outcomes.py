@@ -15,6 +15,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
+from search_spaces import trial_attrs
 from search_spaces.optuna_adapter import (
     state_is,
     trial_db_id,
@@ -75,13 +76,13 @@ def finish_trial(
     trial, study = claim.trial, claim.study
     attrs: dict[str, Any] = {}
     if metrics is not None:
-        attrs["metrics"] = json_safe(metrics)
+        attrs[trial_attrs.METRICS] = json_safe(metrics)
     if curve is not None:
-        attrs["curve"] = json_safe(curve)
+        attrs[trial_attrs.CURVE] = json_safe(curve)
     if wall_time_s is not None:
-        attrs["wall_time_s"] = round(wall_time_s, 3)
+        attrs[trial_attrs.WALL_TIME_S] = round(wall_time_s, 3)
     if fail_reason is not None:
-        attrs["fail_reason"] = fail_reason
+        attrs[trial_attrs.FAIL_REASON] = fail_reason
     with claim.engine.begin() as conn:
         t, r = trials_table.c, trial_runs_table.c
         # Optuna refuses to change a finished trial; so does this.
@@ -102,7 +103,9 @@ def finish_trial(
 
 
 def requeue(study: optuna.Study, params: dict[str, Any], attempt: int, retry_of: int) -> None:
-    study.enqueue_trial(params, user_attrs={"attempt": attempt, "retry_of": retry_of})
+    study.enqueue_trial(
+        params, user_attrs={trial_attrs.ATTEMPT: attempt, trial_attrs.RETRY_OF: retry_of}
+    )
 
 
 def requeue_in(
@@ -118,7 +121,7 @@ def requeue_in(
 def fail_running(storage: optuna.storages.RDBStorage, trial_id: int, reason: str) -> bool:
     """FAIL a RUNNING trial nobody trains, with its reason; False if it finished meanwhile."""
     try:
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_user_attr(trial_id, trial_attrs.FAIL_REASON, reason)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False

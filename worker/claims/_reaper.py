@@ -16,6 +16,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
+from search_spaces import trial_attrs
 from search_spaces.optuna_adapter import state_is, trials_table
 from search_spaces.storage import advisory_lock, autocommit
 from search_spaces.study_rows import get_study_row
@@ -68,7 +69,7 @@ def fail_orphan(
             return
         fixed = frozen.system_attrs.get("fixed_params")
         if fixed:
-            attempt = int(frozen.user_attrs.get("attempt", 0))
+            attempt = int(frozen.user_attrs.get(trial_attrs.ATTEMPT, 0))
             requeue_in(storage, study_name, dict(fixed), attempt, frozen.number)
     log.warning("trial %s of %s: worker lost while claiming", frozen.number, study_name)
 

@@ -1,0 +1,30 @@
+"""The user attributes a worker records on each Optuna trial: their keys and value types.
+
+Workers write them (worker.claims), the service reads them (the trials API, the trial
+page, plots and reports); both import the keys from here.
+"""
+
+from __future__ import annotations
+
+WORKER = "worker"  # the worker's id, host-pid-suffix
+HOST = "host"
+DEVICE = "device"  # cpu, cuda:N
+ATTEMPT = "attempt"  # 0 for a first run, then one more per retry that counts
+RETRY_OF = "retry_of"  # the number of the trial this one runs again
+METRICS = "metrics"  # the final metrics (a pruned trial: its last epoch's)
+CURVE = "curve"  # one point per epoch: {"epoch", "steps", each metric}
+WALL_TIME_S = "wall_time_s"
+FAIL_REASON = "fail_reason"  # one line: the exception's type and message, "diverged", ...
+
+# Each key's JSON type (numbers that are whole may read back as int).
+TYPES: dict[str, type | tuple[type, ...]] = {
+    WORKER: str,
+    HOST: str,
+    DEVICE: str,
+    ATTEMPT: int,
+    RETRY_OF: int,
+    METRICS: dict,
+    CURVE: list,
+    WALL_TIME_S: (int, float),
+    FAIL_REASON: str,
+}
