@@ -16,13 +16,13 @@ from search_spaces._params import (
     parse_search_space,
 )
 from search_spaces._resources import ResourceEstimate
+from search_spaces._seeds import derived_seed
 from search_spaces._study_spec import (
     NOISE_PARAMS,
     PrunerSpec,
     SamplerSpec,
     StudySpec,
     TrialSetup,
-    derived_seed,
     layered,
     resolve_trial,
 )

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from search_spaces._study_spec import derived_seed, grid_of
+from search_spaces._params import grid_of
+from search_spaces._seeds import derived_seed
 
 if TYPE_CHECKING:
     from search_spaces._study_spec import StudySpec

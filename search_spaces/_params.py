@@ -157,3 +157,22 @@ def parse_search_space(raw: Any) -> SearchSpace:
         else:
             raise SearchSpaceError(f"parameter {name!r}: unsupported value {value!r}")
     return SearchSpace(sampled=sampled, fixed=fixed)
+
+
+def grid_of(space: SearchSpace) -> dict[str, list[Any]]:
+    """The grid a grid sampler walks: categorical choices and stepped int/float ranges."""
+    grid: dict[str, list[Any]] = {}
+    for name, p in space.sampled.items():
+        if isinstance(p, CategoricalParam):
+            grid[name] = list(p.choices)
+        elif p.step is not None and not p.log:
+            n = int(round((p.high - p.low) / p.step)) + 1
+            if n > 10_000:
+                raise SearchSpaceError(f"parameter {name!r}: grid of {n} points is too large")
+            grid[name] = [p.low + i * p.step for i in range(n)]
+        else:
+            raise SearchSpaceError(
+                f"parameter {name!r}: the grid sampler needs categorical choices or a stepped "
+                "range (step set, log false)"
+            )
+    return grid

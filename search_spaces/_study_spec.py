@@ -6,7 +6,6 @@ pruners; any worker that joins rebuilds them from it.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,7 +21,8 @@ from pydantic import (
 
 from search_spaces._builtin import resolve_search_space
 from search_spaces._optimizer_options import validate_options
-from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError
+from search_spaces._optuna_builders import build_pruner, build_sampler
+from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError, grid_of
 from search_spaces._spec_guards import check_raw_spec
 from search_spaces._tasks import (
     MAX_QUADRATIC_SECONDS,
@@ -171,8 +171,6 @@ class StudySpec(BaseModel):
         if not is_stored(info):
             _check_new_study_bounds(self, space, definition)
         # The sampler and pruner options are checked by building them once.
-        from search_spaces._optuna_builders import build_pruner, build_sampler
-
         build_sampler(self, trial_number=0)
         build_pruner(self)
         return self
@@ -258,25 +256,6 @@ def _check_x0(x0: dict[str, float], space: SearchSpace) -> None:
             )
 
 
-def grid_of(space: SearchSpace) -> dict[str, list[Any]]:
-    """The grid a grid sampler walks: categorical choices and stepped int/float ranges."""
-    grid: dict[str, list[Any]] = {}
-    for name, p in space.sampled.items():
-        if isinstance(p, CategoricalParam):
-            grid[name] = list(p.choices)
-        elif p.step is not None and not p.log:
-            n = int(round((p.high - p.low) / p.step)) + 1
-            if n > 10_000:
-                raise SearchSpaceError(f"parameter {name!r}: grid of {n} points is too large")
-            grid[name] = [p.low + i * p.step for i in range(n)]
-        else:
-            raise SearchSpaceError(
-                f"parameter {name!r}: the grid sampler needs categorical choices or a stepped "
-                "range (step set, log false)"
-            )
-    return grid
-
-
 @dataclass(frozen=True)
 class TrialSetup:
     """What one trial trains: the noise schedule and the task config, all resolved."""
@@ -304,9 +283,3 @@ def resolve_trial(spec: StudySpec, params: dict[str, Any]) -> TrialSetup:
     gamma = float(merged.pop("gamma"))
     config = spec.definition.validate_config(merged).model_dump()
     return TrialSetup(eta=eta, gamma=gamma, config=config)
-
-
-def derived_seed(seed: int, *salt: object) -> int:
-    """A stable 32-bit seed from a base seed and a salt (independent of PYTHONHASHSEED)."""
-    digest = hashlib.blake2b(repr((seed, *salt)).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little")
