@@ -42,7 +42,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/noise_overhead.py
 	$(BIN)/python benchmarks/dashboard_scale.py
-	$(BIN)/python benchmarks/batched.py
+	$(BIN)/python benchmarks/stacked.py
 	$(BIN)/python benchmarks/control_plane.py
 
 clean:

@@ -215,7 +215,7 @@ class _CacheReadOnce(optuna.storages._CachedStorage):
     """A view of a process's Optuna trial cache that updates it from the database once.
 
     Every pruner reads the study's trials through its storage, Hyperband's bracket studies
-    included; through this view, one batch of reports costs one read, however many trials
+    included; through this view, one group of reports costs one read, however many trials
     it judges. Writes (rung attributes) go straight to the database, as the cache's do.
     """
 

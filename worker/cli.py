@@ -190,7 +190,7 @@ def worker_command(
             max_trials=max_trials,
             exit_when_idle=exit_when_idle,
             heartbeat_interval=heartbeat_interval,
-            batch=batch,
+            stack=batch,
         )
     )
 

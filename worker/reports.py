@@ -8,9 +8,9 @@ and the pruner judges them all against one read of the study (``Trial.should_pru
 reads every running trial of the study again, each time). On a stack of many small models
 those per-member costs were larger than the training.
 
-Judged together, members of one batch see each other's new values but not each other's
+Judged together, members of one stack see each other's new values but not each other's
 pruning decisions of that epoch (a successive-halving rung one of them just reached): as
-if each had reported at the same instant from a worker of its own. A batch of one is
+if each had reported at the same instant from a worker of its own. A group of one is
 judged by ``Trial.should_prune`` itself.
 """
 

@@ -6,9 +6,9 @@ record the result. SIGTERM or Ctrl-C stops it at the end of the current epoch; i
 is queued again and the process exits 0.
 
 With ``--batch K`` (K > 1) a worker claims up to K trials of one study at once and trains
-those that can share a stack as one model (see worker.batch_run). ``--batch auto`` sizes K
+those that can share a stack as one model (see worker.stack_run). ``--batch auto`` sizes K
 from the device: on CUDA from free memory (``AUTO_MEMBER_BYTES`` per member, half the free
-memory, at most ``AUTO_MAX_BATCH``), on CPU ``AUTO_CPU_BATCH``. Members of a stack share
+memory, at most ``AUTO_MAX_STACK``), on CPU ``AUTO_CPU_STACK``. Members of a stack share
 the minibatch order (and data split) drawn from the first member's seed.
 """
 
@@ -32,7 +32,6 @@ import sqlalchemy as sa
 
 from search_spaces.storage import now, open_storage, resolve_url
 from search_spaces.tables import workers_table
-from worker.batch_run import run_claimed_batch
 from worker.claims import (
     Claim,
     claim_trials,
@@ -41,44 +40,45 @@ from worker.claims import (
     unfinished_studies,
 )
 from worker.db_retry import with_db_retry
+from worker.stack_run import run_claimed_stacks
 from worker.trial_run import run_claimed_trial
 
 log = logging.getLogger("noisetune.worker")
 
-MAX_BATCH = 4096
+MAX_STACK = 4096
 # On a CPU core the gain from stacking flattens out between 16 and 32 members
-# (benchmarks/batched.py); 16 keeps a stack's memory within a shared L3 cache.
-AUTO_CPU_BATCH = 16
+# (benchmarks/stacked.py); 16 keeps a stack's memory within a shared L3 cache.
+AUTO_CPU_STACK = 16
 # Generous for the paper's networks: a 20 x 50 member on MNIST needs about 5 MB (weights,
 # gradients, noise buffer, optimizer state, activations); the rest is headroom.
 AUTO_MEMBER_BYTES = 64 * 2**20
-AUTO_MAX_BATCH = 256
+AUTO_MAX_STACK = 256
 
 
-def parse_batch(batch: str) -> int | None:
+def parse_stack_size(text: str) -> int | None:
     """``--batch``: a whole number of trials >= 1, or None for ``auto``."""
-    text = str(batch).strip().lower()
+    given, text = text, str(text).strip().lower()
     if text == "auto":
         return None
     try:
         k = int(text)
     except ValueError:
         k = 0
-    if not 1 <= k <= MAX_BATCH:
+    if not 1 <= k <= MAX_STACK:
         raise SystemExit(
-            f"--batch must be 'auto' or a whole number from 1 to {MAX_BATCH}, got {batch!r}"
+            f"--batch must be 'auto' or a whole number from 1 to {MAX_STACK}, got {given!r}"
         )
     return k
 
 
-def auto_batch(device: str) -> int:
+def auto_stack_size(device: str) -> int:
     """How many trials to stack on ``device``: from free memory on CUDA, fixed on CPU."""
     if not device.startswith("cuda"):
-        return AUTO_CPU_BATCH
+        return AUTO_CPU_STACK
     import torch
 
     free, _total = torch.cuda.mem_get_info(torch.device(device))
-    return max(1, min(AUTO_MAX_BATCH, free // 2 // AUTO_MEMBER_BYTES))
+    return max(1, min(AUTO_MAX_STACK, free // 2 // AUTO_MEMBER_BYTES))
 
 
 def resolve_device(device: str) -> str:
@@ -98,14 +98,14 @@ class Worker:
         device: str,
         study: str | None,
         heartbeat_interval: float,
-        batch: int = 1,
+        stack_size: int = 1,
     ) -> None:
         self.storage = open_storage(storage_url, worker=True)
         self.engine = self.storage.engine
         self.device = device
         self.study = study
         self.heartbeat_interval = heartbeat_interval
-        self.batch = batch
+        self.stack_size = stack_size
         self.host = socket.gethostname()
         self.id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stop = threading.Event()
@@ -155,8 +155,8 @@ class Worker:
         beater = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beater.start()
         log.info("worker %s on %s joined %s", self.id, self.device, self.engine.url)
-        if self.batch > 1:
-            log.info("training up to %d trials at once", self.batch)
+        if self.stack_size > 1:
+            log.info("training up to %d trials at once", self.stack_size)
         done = 0
         next_reap = 0.0
         try:
@@ -166,7 +166,11 @@ class Worker:
                     # than once per interval finds nothing new.
                     with_db_retry(self._reap, stop=self.stop, what="reaping")
                     next_reap = time.monotonic() + self.heartbeat_interval
-                want = self.batch if max_trials is None else min(self.batch, max_trials - done)
+                want = (
+                    self.stack_size
+                    if max_trials is None
+                    else min(self.stack_size, max_trials - done)
+                )
                 claims = with_db_retry(
                     functools.partial(self._claim, want), stop=self.stop, what="claiming"
                 )
@@ -182,10 +186,10 @@ class Worker:
                         break
                     self.stop.wait(min(1.0, self.heartbeat_interval))
                     continue
-                if self.batch == 1:
+                if self.stack_size == 1:
                     run_claimed_trial(claims[0], self.device, self.stop)
                 else:
-                    run_claimed_batch(claims, self.device, self.stop)
+                    run_claimed_stacks(claims, self.device, self.stop)
                 done += len(claims)
         finally:
             self._beating.set()
@@ -287,7 +291,7 @@ def run_workers(
     max_trials: int | None = None,
     exit_when_idle: bool = False,
     heartbeat_interval: float = 10.0,
-    batch: str = "1",
+    stack: str = "1",
 ) -> int:
     """Entry point of `noisetune worker`; returns the process exit code."""
     logging.basicConfig(
@@ -297,11 +301,11 @@ def run_workers(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if heartbeat_interval <= 0:
         raise SystemExit(f"--heartbeat-interval must be > 0, got {heartbeat_interval}")
-    k = parse_batch(batch)
+    k = parse_stack_size(stack)
     url = resolve_url(storage)
     if gpus is not None:
         args = ["--storage", url, "--heartbeat-interval", str(heartbeat_interval)]
-        args += ["--batch", batch]
+        args += ["--batch", stack]
         if study:
             args += ["--study", study]
         if max_trials is not None:
@@ -311,7 +315,7 @@ def run_workers(
         return _run_per_gpu(gpus, args)
     device = resolve_device(device)
     _reuse_freed_memory()
-    worker = Worker(url, device, study, heartbeat_interval, k or auto_batch(device))
+    worker = Worker(url, device, study, heartbeat_interval, k or auto_stack_size(device))
     _install_signal_handlers(worker.stop)
     started = time.monotonic()
     code = worker.run(max_trials, exit_when_idle)

@@ -131,7 +131,7 @@ def test_worker_command_passes_options_to_run_workers(
         "max_trials": 5,
         "exit_when_idle": True,
         "heartbeat_interval": 10.0,
-        "batch": "auto",
+        "stack": "auto",
     }
 
 

@@ -11,10 +11,10 @@ import torch
 from torch.nn import functional as F
 
 from search_spaces import derived_seed
-from worker.batched_noise import BatchedGradientNoise
 from worker.noise import GradientNoise
-from worker.runner import AUTO_CPU_BATCH, auto_batch, parse_batch
+from worker.runner import AUTO_CPU_STACK, auto_stack_size, parse_stack_size
 from worker.stacked import StackMember
+from worker.stacked_noise import StackedGradientNoise
 from worker.tasks import deep_mlp
 from worker.tasks.deep_mlp_stacked import (
     StackedMLP,
@@ -184,7 +184,7 @@ def test_stack_key_separates_architectures_not_hyperparameters() -> None:
         train_stacked([member(SMALL, 0.1), member({**SMALL, "width": 8}, 0.1)])
 
 
-# -- BatchedGradientNoise -----------------------------------------------------------------
+# -- StackedGradientNoise -----------------------------------------------------------------
 
 
 def stacked_zero_grads(k: int, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
@@ -194,7 +194,7 @@ def stacked_zero_grads(k: int, shapes: list[tuple[int, ...]]) -> list[torch.Tens
 def test_each_member_gets_its_own_variance_and_decay() -> None:
     shapes = [(200, 100), (100,)]
     etas, gammas = [0.5, 0.0, 2.0], [0.55, 0.55, 1.0]
-    noise = BatchedGradientNoise(stacked_zero_grads(3, shapes), etas, gammas, seeds=[1, 2, 3])
+    noise = StackedGradientNoise(stacked_zero_grads(3, shapes), etas, gammas, seeds=[1, 2, 3])
     for t in range(3):
         grads = stacked_zero_grads(3, shapes)
         noise.add_to(grads)
@@ -212,7 +212,7 @@ def test_each_member_gets_its_own_variance_and_decay() -> None:
 def test_member_noise_is_what_gradient_noise_draws_for_it() -> None:
     shapes = [(7, 5), (5,), (3, 7)]
     etas, gammas, seeds = [0.3, 1.0, 0.01], [0.55, 0.0, 1.0], [11, 12, 13]
-    noise = BatchedGradientNoise(stacked_zero_grads(3, shapes), etas, gammas, seeds)
+    noise = StackedGradientNoise(stacked_zero_grads(3, shapes), etas, gammas, seeds)
     lone = []
     for eta, gamma, seed in zip(etas, gammas, seeds, strict=True):
         params = [torch.zeros(s, requires_grad=True) for s in shapes]
@@ -236,19 +236,23 @@ def test_member_noise_is_what_gradient_noise_draws_for_it() -> None:
 def test_batched_noise_rejects_bad_arguments() -> None:
     grads = stacked_zero_grads(2, [(3,)])
     with pytest.raises(ValueError, match="eta"):
-        BatchedGradientNoise(grads, [0.1], [0.5, 0.5], seeds=[1, 2])
+        StackedGradientNoise(grads, [0.1], [0.5, 0.5], seeds=[1, 2])
     with pytest.raises(ValueError, match="eta"):
-        BatchedGradientNoise(grads, [0.1, -1.0], [0.5, 0.5], seeds=[1, 2])
+        StackedGradientNoise(grads, [0.1, -1.0], [0.5, 0.5], seeds=[1, 2])
     with pytest.raises(ValueError, match="seeds"):
-        BatchedGradientNoise(grads, [0.1, 0.1], [0.5, 0.5], seeds=[1])
+        StackedGradientNoise(grads, [0.1, 0.1], [0.5, 0.5], seeds=[1])
 
 
 # -- the worker's --batch option -----------------------------------------------------------
 
 
 def test_batch_option_parses_counts_and_auto() -> None:
-    assert parse_batch("8") == 8 and parse_batch(" 1 ") == 1 and parse_batch("auto") is None
+    assert (
+        parse_stack_size("8") == 8
+        and parse_stack_size(" 1 ") == 1
+        and parse_stack_size("auto") is None
+    )
     for bad in ("0", "-2", "many", "2.5", "100000"):
         with pytest.raises(SystemExit, match="--batch must be 'auto' or a whole number"):
-            parse_batch(bad)
-    assert auto_batch("cpu") == AUTO_CPU_BATCH
+            parse_stack_size(bad)
+    assert auto_stack_size("cpu") == AUTO_CPU_STACK

@@ -14,7 +14,7 @@ What members share, and what each has of its own:
   order, not its own; with one member (or equal seeds) nothing changes.
 - Per member: eta, gamma, lr, momentum, clip and seed. The initial weights come from the
   member's own seed with ``deep_mlp.build_model``'s very draws, and its noise from its own
-  stream (``derived_seed(seed, "noise")``, see ``worker.batched_noise``).
+  stream (``derived_seed(seed, "noise")``, see ``worker.stacked_noise``).
 
 Each step runs deep_mlp's order per member: backward -> clip by the member's own gradient
 norm -> add the member's noise -> update with the member's lr. Divergence is checked per
@@ -37,8 +37,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from search_spaces import DEEP_MLP, DeepMLPConfig, derived_seed
-from worker.batched_noise import BatchedGradientNoise
 from worker.stacked import StackedOptimizer, StackMember, clip_limits, clip_per_member_
+from worker.stacked_noise import StackedGradientNoise
 from worker.tasks.base import check_noise, final_result, resolve_device, validate
 from worker.tasks.deep_mlp import EVAL_CHUNK, build_model, load_split
 
@@ -270,7 +270,7 @@ def run_stack(
     optimizer = StackedOptimizer(
         stack.params, lead.optimizer, [c.lr for c in cfgs], [c.momentum for c in cfgs]
     )
-    noisy = BatchedGradientNoise(
+    noisy = StackedGradientNoise(
         stack.params,
         [eta for eta, _ in noise],
         [gamma for _, gamma in noise],

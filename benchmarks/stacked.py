@@ -15,9 +15,9 @@ shared machine, load from elsewhere then weighs on no K more than another. 25 ep
 default instead of the paper's 150 keep two rounds to about eight minutes on two cores; the
 ratios are what matter (``--full`` runs 150).
 
-    .venv/bin/python benchmarks/batched.py                          # cpu: K = 1, 8, 16, 32
-    .venv/bin/python benchmarks/batched.py --full --rounds 1
-    .venv/bin/python benchmarks/batched.py --device cuda --workers 1 --batches 32 128 256
+    .venv/bin/python benchmarks/stacked.py                          # cpu: K = 1, 8, 16, 32
+    .venv/bin/python benchmarks/stacked.py --full --rounds 1
+    .venv/bin/python benchmarks/stacked.py --device cuda --workers 1 --stack-sizes 32 128 256
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from search_spaces import StudySpec  # noqa: E402
 from search_spaces.storage import open_storage  # noqa: E402
 from service.studies import create_study  # noqa: E402
 
-NAME = "batched"
+NAME = "stacked"
 
 
 def measure(k: int, args: argparse.Namespace, n_trials: int, workdir: Path) -> tuple[int, float]:
     """Run one study with `args.workers` workers at --batch k; (finished trials, seconds)."""
-    url = f"sqlite:///{workdir / f'batch-{k}.db'}"
+    url = f"sqlite:///{workdir / f'stack-{k}.db'}"
     spec = StudySpec.model_validate(
         {
             "name": NAME,
@@ -88,7 +88,7 @@ def measure(k: int, args: argparse.Namespace, n_trials: int, workdir: Path) -> t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--batches", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--stack-sizes", "--batches", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2))
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--epochs", type=int, default=25)
@@ -98,16 +98,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.full:
         args.epochs = 150
-    n_trials = args.trials or args.workers * max(args.batches)
+    n_trials = args.trials or args.workers * max(args.stack_sizes)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(
         f"deep_mlp on digits, 20 x 50, {args.epochs} epochs, {n_trials} trials per K, "
         f"{args.workers} worker(s) x {args.threads} thread(s) on {args.device}",
         flush=True,
     )
-    ks = [1, *args.batches]
+    ks = [1, *args.stack_sizes]
     best: dict[int, tuple[float, float]] = {}  # K -> (trials per hour, seconds)
-    with tempfile.TemporaryDirectory(prefix="noisetune-batched-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="noisetune-stacked-") as tmp:
         for round_ in range(args.rounds):
             for k in ks if round_ % 2 == 0 else ks[::-1]:
                 started = time.monotonic()

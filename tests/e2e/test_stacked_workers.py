@@ -15,8 +15,8 @@ import torch
 from search_spaces import StudySpec
 from service.studies import create_study
 from tests.e2e.conftest import Server, Workers, quadratic_spec
-from worker.batch_run import load_stacked_trainer, plan_stacks, run_claimed_batch
 from worker.claims import claim_trials
+from worker.stack_run import load_stacked_trainer, plan_stacks, run_claimed_stacks
 from worker.tasks import deep_mlp
 
 pytestmark = pytest.mark.slow
@@ -62,13 +62,13 @@ def test_claims_stay_in_budget_and_stack_by_architecture(
     assert all(len({c.trial.params["width"] for c in g}) == 1 for g in groups)
     threads = torch.get_num_threads()
     try:
-        run_claimed_batch(claims, "cpu", threading.Event())  # one torch thread, as workers use
+        run_claimed_stacks(claims, "cpu", threading.Event())  # one torch thread, as workers use
     finally:
         torch.set_num_threads(threads)
     trials = optuna.load_study(study_name="grouped", storage=storage).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 5
     assert all(t.user_attrs["metrics"]["epochs"] == 2 for t in trials)
-    # Quadratic trials cannot be stacked: a batch claim takes one, leaving the rest to others.
+    # Quadratic trials cannot be stacked: a stacking worker claims one, leaving the rest to others.
     assert len(claim_trials(storage, "w", "host", "cpu", "cheap", 4)) == 1
 
 
@@ -84,7 +84,7 @@ def test_pruned_and_diverged_members_are_recorded_as_lone_trials(
         # The median pruner compares with finished trials: a first stack gives it some.
         for k in (3, 5):
             claims = claim_trials(storage, "w", "host", "cpu", "pruned", k)
-            run_claimed_batch(claims, "cpu", threading.Event())
+            run_claimed_stacks(claims, "cpu", threading.Event())
     finally:
         torch.set_num_threads(threads)
     trials = optuna.load_study(study_name="pruned", storage=storage).get_trials()

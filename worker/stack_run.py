@@ -1,4 +1,4 @@
-"""Train a batch of claimed trials of one study as stacks; record each as a lone trial.
+"""Train claimed trials of one study as stacks; record each as a lone trial.
 
 Claims whose configs share the task's ``stack_key`` train as one stacked model (see
 ``worker.stacked``); the rest, and every claim of a task that cannot be stacked, run one by
@@ -73,7 +73,7 @@ def plan_stacks(claims: list[Claim], stack_key: StackKey) -> list[list[Claim]]:
     return [*groups.values(), *alone]
 
 
-def run_claimed_batch(claims: list[Claim], device: str, stop: threading.Event) -> None:
+def run_claimed_stacks(claims: list[Claim], device: str, stop: threading.Event) -> None:
     """Train the claims (all of one study) group by group; record every one of them."""
     if not claims:
         return
@@ -149,9 +149,9 @@ class _Recorder:
 
     def _report_waiting(self) -> None:
         with self.lock:
-            batch, self.waiting = self.waiting, []
+            taken, self.waiting = self.waiting, []
         # A member stopped by an earlier report: later epochs are not its own.
-        live = [(i, epoch, metrics) for i, epoch, metrics, _ in batch if self.stopped[i] is None]
+        live = [(i, epoch, metrics) for i, epoch, metrics, _ in taken if self.stopped[i] is None]
         try:
             reports = [Report(self.group[i], e, metrics, self.curves[i]) for i, e, metrics in live]
             outcomes: list[BaseException | None] = report_points(reports)
@@ -160,7 +160,7 @@ class _Recorder:
         for (i, _, _), outcome in zip(live, outcomes, strict=True):
             if outcome is not None:
                 self.stopped[i] = outcome
-        for *_, written in batch:
+        for *_, written in taken:
             written.set_result(None)
 
     def done_for(self, i: int) -> Callable[[dict[str, Any] | BaseException], None]:

@@ -1,7 +1,7 @@
 """Annealed gradient noise for K stacked models, each with its own eta, gamma, step and seed.
 
 A stack holds K models of one architecture as tensors whose first dimension indexes the
-member: ``W[k]`` is member k's weight. ``BatchedGradientNoise`` adds to member k's gradients
+member: ``W[k]`` is member k's weight. ``StackedGradientNoise`` adds to member k's gradients
 exactly what ``GradientNoise(optimizer, eta_k, gamma_k, seed=seed_k)`` would add to the same
 model trained alone: one flat draw per step over the member's entries of every parameter, in
 parameter order, from a generator seeded the way ``GradientNoise`` seeds its own. That is what
@@ -19,7 +19,7 @@ from torch import Tensor
 from search_spaces.schedules import PolynomialSchedule
 from worker.noise import _device_seed
 
-__all__ = ["BatchedGradientNoise"]
+__all__ = ["StackedGradientNoise"]
 
 
 def _per_member(name: str, values: Sequence[float] | Tensor, k: int) -> list[float]:
@@ -29,7 +29,7 @@ def _per_member(name: str, values: Sequence[float] | Tensor, k: int) -> list[flo
     return [float(v) for v in items]
 
 
-class BatchedGradientNoise:
+class StackedGradientNoise:
     """Per-member ``N(0, eta_k / (1 + t_k)^gamma_k)`` noise for stacked gradients.
 
     Contract:
@@ -56,7 +56,7 @@ class BatchedGradientNoise:
     ) -> None:
         params = list(params)
         if not params:
-            raise ValueError("BatchedGradientNoise needs at least one stacked parameter")
+            raise ValueError("StackedGradientNoise needs at least one stacked parameter")
         k = params[0].shape[0] if params[0].dim() else 0
         if k < 1 or any(p.dim() < 1 or p.shape[0] != k for p in params):
             raise ValueError("every stacked parameter needs the same leading member dimension K")

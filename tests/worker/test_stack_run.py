@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 
 from search_spaces import StudySpec
 from service.studies import create_study
-from worker.batch_run import _Recorder
 from worker.claims import Claim, claim_trial
+from worker.stack_run import _Recorder
 
 
 @pytest.fixture
