@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-if TYPE_CHECKING:
-    from optuna.storages import RDBStorage
+from service.cli_common import StorageOption, console, fail, open_or_fail, resolved, shown_url
+from service.cli_tokens import token_app
 
 PLUGIN_GROUP = "noisetune.commands"
-DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 app = typer.Typer(
     name="noisetune",
@@ -30,47 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-token_app = typer.Typer(help="API tokens for the REST API.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
-
-StorageOption = Annotated[
-    str | None,
-    typer.Option("--storage", help="database URL (default: $NOISETUNE_STORAGE or ./noisetune.db)"),
-]
-
-
-def fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _shown_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable URL>"
-
-
-def _resolved(storage: str | None) -> str:
-    from search_spaces.storage import resolve_url
-
-    return resolve_url(storage)
-
-
-def _open(storage: str | None) -> RDBStorage:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from search_spaces.storage import open_storage, resolve_url
-
-    url = resolve_url(storage)
-    try:
-        return open_storage(url)
-    except (SQLAlchemyError, ValueError, OSError) as exc:
-        # The driver's own message, without SQLAlchemy's statement and help-link lines.
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        fail(f"cannot open the storage {_shown_url(url)}: {reason}")
 
 
 class AuthMode(enum.StrEnum):
@@ -126,7 +84,7 @@ def serve(
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         fail(f"bad setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
-    typer.echo(f"noisetune: storage {_shown_url(settings.storage_url)}", err=True)
+    typer.echo(f"noisetune: storage {shown_url(settings.storage_url)}", err=True)
     for line in _serve_notes(settings):
         typer.echo(f"noisetune: {line}", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
@@ -173,12 +131,18 @@ def _server_message(response: Any) -> str:
 def submit(
     spec: Annotated[Path, typer.Argument(help="study spec, YAML or JSON")],
     server: Annotated[
-        str, typer.Option(envvar="NOISETUNE_SERVER", help="the noisetune server")
-    ] = DEFAULT_SERVER,
+        str | None,
+        typer.Option(help="the noisetune server (default: $NOISETUNE_SERVER or localhost:8000)"),
+    ] = None,
 ) -> None:
     """Submit a study to a running server; prints the study's name."""
     import httpx
     import yaml
+
+    from service.settings import ClientSettings
+
+    client = ClientSettings()
+    server = server or client.server
 
     try:
         data = yaml.safe_load(spec.read_text(encoding="utf-8"))
@@ -193,8 +157,8 @@ def submit(
     except (TypeError, ValueError) as exc:
         fail(f"{spec} holds a value JSON cannot carry: {exc}")
     headers = {"content-type": "application/json"}
-    if token := os.environ.get("NOISETUNE_API_TOKEN"):
-        headers["authorization"] = f"Bearer {token}"
+    if client.api_token is not None:
+        headers["authorization"] = f"Bearer {client.api_token.get_secret_value()}"
     url = server.rstrip("/") + "/api/v1/studies"
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=60)
@@ -208,14 +172,6 @@ def submit(
             + _server_message(response)
         )
     typer.echo(response.json()["name"])
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    # Piped output (tests, scripts) gets wide lines rather than names cut at 80 columns.
-    width = None if sys.stdout.isatty() else 200
-    return Console(markup=False, highlight=False, width=width)
 
 
 def _number(value: float | None) -> str:
@@ -232,24 +188,24 @@ def status(
 
     from service import studies
 
-    opened = _open(storage)
-    console = _console()
+    opened = open_or_fail(storage)
+    out = console()
     if name is None:
         page = studies.list_studies(opened)
         if not page.data:
-            typer.echo(f"no studies in {_shown_url(opened.url)}")
+            typer.echo(f"no studies in {shown_url(opened.url)}")
             return
         table = Table("name", "status", "finished", "running", "best value")
         for s in page.data:
             best_value = s.best_trial.value if s.best_trial else None
             finished = f"{s.progress.finished}/{s.n_trials}"
             table.add_row(s.name, s.status, finished, str(s.progress.running), _number(best_value))
-        console.print(table)
+        out.print(table)
         return
     try:
         s = studies.get_study(opened, name)
     except studies.StudyNotFound:
-        fail(f"no study named {name!r} in {_shown_url(opened.url)} (`noisetune status` lists them)")
+        fail(f"no study named {name!r} in {shown_url(opened.url)} (`noisetune status` lists them)")
     spec, p, b = s.spec, s.progress, s.best_trial
     grid = Table.grid(padding=(0, 2))
     grid.add_row("study", s.name)
@@ -271,73 +227,7 @@ def status(
     )
     grid.add_row("best", best)
     grid.add_row("created", s.created_at.isoformat(timespec="seconds"))
-    console.print(grid)
-
-
-class TokenScope(enum.StrEnum):
-    read = "read"
-    write = "write"
-
-
-@token_app.command("create")
-def token_create(
-    scope: Annotated[TokenScope, typer.Option(help="read: GET only; write: everything")],
-    name: Annotated[str | None, typer.Option(help="a label to tell tokens apart")] = None,
-    storage: StorageOption = None,
-) -> None:
-    """Create an API token and print it; only its hash is stored, so it is shown once."""
-    from service.auth import create_token
-
-    token = create_token(_open(storage).engine, scope.value, name)
-    typer.echo(token)
-    typer.echo("Keep this token now: it cannot be shown again.", err=True)
-
-
-def _when(stamp: float | None) -> str:
-    from datetime import UTC, datetime
-
-    if stamp is None:
-        return "-"
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-@token_app.command("list")
-def token_list(storage: StorageOption = None) -> None:
-    """List tokens: id, name, scope, when made, last used and revoked (never the token)."""
-    from rich.table import Table
-
-    from service.auth import list_tokens
-
-    tokens = list_tokens(_open(storage).engine)
-    if not tokens:
-        typer.echo("no tokens (`noisetune token create` makes one)")
-        return
-    table = Table("id", "name", "scope", "created", "last used", "revoked")
-    for t in tokens:
-        table.add_row(
-            str(t.id),
-            t.name or "-",
-            t.scope,
-            _when(t.created_at),
-            _when(t.last_used_at),
-            _when(t.revoked_at),
-        )
-    _console().print(table)
-
-
-@token_app.command("revoke")
-def token_revoke(
-    token_id: Annotated[int, typer.Argument(metavar="ID", help="the token's id (`token list`)")],
-    storage: StorageOption = None,
-) -> None:
-    """Revoke a token: requests with it are refused from now on. It stays listed as revoked."""
-    from service.auth import TokenNotFound, revoke_token
-
-    try:
-        revoked = revoke_token(_open(storage).engine, token_id)
-    except TokenNotFound:
-        fail(f"no token has the id {token_id} (`noisetune token list` shows them)")
-    typer.echo(f"token {token_id} {'revoked' if revoked else 'was already revoked'}", err=True)
+    out.print(grid)
 
 
 @app.command()
@@ -369,8 +259,8 @@ def demo(
 @app.command()
 def migrate(storage: StorageOption = None) -> None:
     """Create or upgrade the database schema (safe to run from many processes at once)."""
-    _open(storage)
-    typer.echo(f"schema ready on {_shown_url(_resolved(storage))}")
+    open_or_fail(storage)
+    typer.echo(f"schema ready on {shown_url(resolved(storage))}")
 
 
 @app.command()

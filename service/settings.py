@@ -73,3 +73,14 @@ class Settings(BaseSettings):
     def exposed(self) -> bool:
         """Whether the server listens beyond this machine, which makes writes need a token."""
         return self.host not in LOOPBACK_HOSTS
+
+
+class ClientSettings(BaseSettings):
+    """What the CLI needs to talk to a server (``noisetune submit``): its URL and a token."""
+
+    model_config = SettingsConfigDict(env_prefix="NOISETUNE_", extra="ignore")
+
+    server: str = "http://127.0.0.1:8000"
+    # Sent as "Authorization: Bearer ..." when set; the server's own write token also lives
+    # in this variable (Settings.api_token), so a server's host submits with it.
+    api_token: SecretStr | None = None

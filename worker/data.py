@@ -14,7 +14,6 @@ import functools
 import gzip
 import hashlib
 import io
-import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +57,10 @@ class Split:
 
 
 def default_data_dir() -> Path:
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "noisetune" / "mnist"
+    """``NOISETUNE_DATA_DIR``, else ~/.cache/noisetune/mnist (see worker.settings)."""
+    from worker.settings import WorkerSettings
+
+    return WorkerSettings().data_dir.expanduser()
 
 
 def read_idx(path: str | Path) -> np.ndarray:

@@ -40,6 +40,7 @@ from worker.claims import (
     unfinished_studies,
 )
 from worker.db_retry import with_db_retry
+from worker.settings import WorkerSettings
 from worker.stack_run import run_claimed_stacks
 from worker.trial_run import run_claimed_trial
 
@@ -295,7 +296,7 @@ def run_workers(
 ) -> int:
     """Entry point of `noisetune worker`; returns the process exit code."""
     logging.basicConfig(
-        level=os.environ.get("NOISETUNE_LOG_LEVEL", "INFO"),
+        level=WorkerSettings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)

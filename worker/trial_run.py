@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from search_spaces import resolve_trial
 from worker.claims import Claim, fail_and_maybe_retry, finish_trial
 from worker.db_retry import with_db_retry
 from worker.reports import report_point
+from worker.settings import WorkerSettings
 from worker.study_failures import counts_as_failure
 from worker.tasks import load_trainer
 
@@ -33,7 +33,7 @@ def _limit_torch_threads() -> None:
     if "torch" in sys.modules:
         import torch
 
-        torch.set_num_threads(int(os.environ.get("NOISETUNE_TORCH_THREADS", "1")))
+        torch.set_num_threads(WorkerSettings().torch_threads)
 
 
 def _mean(values: list[float]) -> float:
