@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from search_spaces import StudySpec  # noqa: E402
 from search_spaces._builtin import PAPER_ETAS  # noqa: E402
-from search_spaces.storage import open_storage  # noqa: E402
+from search_spaces.storage import migrate, open_storage  # noqa: E402
 from search_spaces.study_rows import set_study_status  # noqa: E402
 from search_spaces.tables import trial_runs_table, workers_table  # noqa: E402
 
@@ -83,6 +83,7 @@ def fresh_database() -> Iterator[str]:
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     try:
+        migrate(f"{PG}/{name}")
         yield f"{PG}/{name}"
     finally:
         with admin.connect() as conn:

@@ -9,12 +9,8 @@ noisetune touches of Optuna's own tables in search_spaces.optuna_adapter.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -22,7 +18,14 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from search_spaces.tables import metadata
+from search_spaces.locks import advisory_lock
+from search_spaces.schema import (
+    SCHEMA_LOCK,
+    check_schema,
+    head_version,
+    schema_version,
+    upgrade,
+)
 
 DEFAULT_STORAGE = "sqlite:///noisetune.db"
 STORAGE_ENV = "NOISETUNE_STORAGE"
@@ -88,120 +91,54 @@ def _configure_sqlite(engine: Engine, worker: bool) -> None:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _sqlite_path(engine: Engine) -> str | None:
-    if engine.url.get_backend_name() != "sqlite":
-        return None
-    db = engine.url.database
-    if not db or db == ":memory:":
-        raise ValueError("noisetune needs a SQLite file, not an in-memory database")
-    return os.path.abspath(db)
-
-
-def _lock_id(key: str) -> int:
-    return zlib.crc32(key.encode()) - 2**31
-
-
-@contextmanager
-def _file_lock(path: str) -> Iterator[None]:
-    with open(path + ".lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextmanager
-def advisory_lock(engine: Engine, key: str) -> Iterator[None]:
-    """A lock across processes: PostgreSQL advisory lock, or a lock file beside SQLite.
-
-    SQLite's own write lock cannot serve here: Optuna writes through another connection
-    while the lock is held, which would deadlock on the one-writer rule.
-    """
-    path = _sqlite_path(engine)
-    if path is not None:
-        with _file_lock(path):
-            yield
-        return
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _lock_id(key)})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_id(key)})
-            conn.commit()
-
-
-@contextmanager
-def autocommit(engine: Engine) -> Iterator[sa.Connection]:
-    """A connection whose statements commit one by one: a read costs one round trip, not three
-    (BEGIN, the query, and the ROLLBACK that returning a connection to the pool sends)."""
-    with engine.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
-
-
-@contextmanager
-def locked_transaction(engine: Engine, key: str) -> Iterator[sa.Connection]:
-    """One transaction that holds the lock `key` (the same lock as advisory_lock) to its end.
-
-    On PostgreSQL the lock is a transaction-level advisory lock, so it is released by the
-    very commit that makes the transaction's writes visible: nobody holding the lock next
-    can see a state in between. On SQLite the lock file is released after the commit.
-    Other connections (Optuna's) may write while it is held; reads here see their commits.
-    """
-    path = _sqlite_path(engine)
-    if path is not None:
-        with _file_lock(path), engine.begin() as conn:
-            yield conn
-        return
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
-        yield conn
-
-
-def add_missing_columns(engine: Engine) -> None:
-    """Add the nullable columns that tables made by an earlier noisetune lack.
-
-    `create_all` makes missing tables but leaves existing ones alone; new columns are only
-    ever nullable additions, so adding them in place is the whole migration. Idempotent.
-    """
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            # LIMIT 0 reads the column names without scanning rows, on every backend.
-            have = set(conn.execute(sa.text(f"SELECT * FROM {table.name} LIMIT 0")).keys())
-            for column in table.columns:
-                if column.name in have or not column.nullable or column.primary_key:
-                    continue
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
-
-
 @cache
 def open_storage(url: str | None = None, *, worker: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's storage on `url` with noisetune's tables beside it; one per process and URL.
 
-    Schema creation and migration run under a lock, so a fleet that starts at once is safe:
-    late starters wait and then find the schema in place. A `worker`'s engine does not ping
-    pooled connections (see engine_kwargs) and on SQLite locks at BEGIN (_configure_sqlite).
+    A SQLite database is migrated to the schema this noisetune needs on first use (so local
+    runs need no extra step); any other database must be migrated already (``noisetune
+    migrate``), else `SchemaOutOfDate` says so. Both happen under the schema lock, so a
+    fleet that starts at once is safe. A `worker`'s engine does not ping pooled
+    connections (see engine_kwargs) and on SQLite locks at BEGIN (_configure_sqlite).
     """
     url = resolve_url(url)
     probe = sa.create_engine(url, **engine_kwargs(url))
     try:
-        with advisory_lock(probe, "noisetune-schema"):
-            if probe.url.get_backend_name() == "sqlite":
+        with advisory_lock(probe, SCHEMA_LOCK):
+            sqlite = probe.url.get_backend_name() == "sqlite"
+            if sqlite:
                 with probe.connect() as conn:
                     # WAL lets readers (the dashboard) run beside the writer; it persists.
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url, worker))
-            if storage.engine.url.get_backend_name() == "sqlite":
+            if sqlite:
+                upgrade(probe)
                 _configure_sqlite(storage.engine, worker)
                 storage.engine.dispose()  # connections opened so far lack the settings
-            metadata.create_all(storage.engine)
-            add_missing_columns(storage.engine)
+            else:
+                check_schema(probe)
     finally:
         probe.dispose()
     return storage
+
+
+def migrate(url: str | None = None) -> tuple[str | None, str]:
+    """Bring the database at `url` to the schema this noisetune needs; (before, after).
+
+    Optuna's tables are Optuna's (RDBStorage creates and upgrades them); noisetune's move by
+    the migrations in search_spaces/migrations. Safe from many processes at once: the first
+    migrates under the schema lock, the others then find nothing to do.
+    """
+    url = resolve_url(url)
+    engine = sa.create_engine(url, **engine_kwargs(url))
+    try:
+        with advisory_lock(engine, SCHEMA_LOCK):
+            optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url)).engine.dispose()
+            before = schema_version(engine)
+            upgrade(engine)
+    finally:
+        engine.dispose()
+    return before, head_version()
 
 
 def engine_of(storage: optuna.storages.RDBStorage) -> Engine:

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search_spaces import PrunerSpec, SamplerSpec, SearchSpaceError, StudySpec, TaskConfigError
+from search_spaces.schema import SchemaOutOfDate
 from search_spaces.storage import open_storage
 from service.api import api_router
 from service.auth import InsufficientScope, MissingToken
@@ -165,6 +166,7 @@ def _add_exception_handlers(app: FastAPI) -> None:
     handle(TaskConfigError, 422)
     handle(MissingToken, 401, headers={"WWW-Authenticate": "Bearer"})
     handle(InsufficientScope, 403)
+    handle(SchemaOutOfDate, 503)  # its message says what to run
     app.add_exception_handler(sa_exc.OperationalError, database_down)
     app.add_exception_handler(sa_exc.InterfaceError, database_down)
 
@@ -201,11 +203,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={503: {"model": HealthPublic}},
     )
     def healthz() -> Any:
-        """200 once the server can reach its database, 503 while it cannot."""
+        """200 once the server can reach its database at the schema it needs, else 503."""
         try:
             storage = open_storage(settings.storage_url)
             with storage.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
+        except SchemaOutOfDate as exc:
+            body = HealthPublic(status="unavailable", detail=str(exc))
+            return JSONResponse(body.model_dump(), status_code=503)
         except (sa_exc.SQLAlchemyError, OSError):
             body = HealthPublic(status="unavailable", detail="cannot reach the database")
             return JSONResponse(body.model_dump(), status_code=503)

@@ -85,9 +85,29 @@ def serve(
     except ValidationError as exc:
         fail(f"bad setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
     typer.echo(f"noisetune: storage {shown_url(settings.storage_url)}", err=True)
+    _check_schema_or_fail(settings.storage_url)
     for line in _serve_notes(settings):
         typer.echo(f"noisetune: {line}", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+def _check_schema_or_fail(url: str) -> None:
+    """Stop with the command to run when the database's schema is not this noisetune's.
+
+    A database that cannot be reached does not stop the server: /healthz says so until it
+    comes up.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from search_spaces.schema import SchemaOutOfDate
+    from search_spaces.storage import open_storage
+
+    try:
+        open_storage(url)
+    except SchemaOutOfDate as exc:
+        fail(str(exc))
+    except (SQLAlchemyError, OSError, ValueError):
+        pass
 
 
 def _serve_notes(settings: Any) -> list[str]:
@@ -108,7 +128,7 @@ def _serve_notes(settings: Any) -> list[str]:
 
         try:
             tokens = list_tokens(open_storage(settings.storage_url).engine)
-        except (SQLAlchemyError, OSError, ValueError):
+        except (SQLAlchemyError, OSError, ValueError, RuntimeError):
             return notes  # the server still starts; /healthz says the database is down
         if not any(t.revoked_at is None for t in tokens) and settings.api_token is None:
             notes.append(
@@ -259,8 +279,18 @@ def demo(
 @app.command()
 def migrate(storage: StorageOption = None) -> None:
     """Create or upgrade the database schema (safe to run from many processes at once)."""
-    open_or_fail(storage)
-    typer.echo(f"schema ready on {shown_url(resolved(storage))}")
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from search_spaces.storage import migrate as upgrade_schema
+
+    url = resolved(storage)
+    try:
+        before, after = upgrade_schema(url)
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        fail(f"cannot migrate {shown_url(url)}: {reason}")
+    change = "already at" if before == after else f"upgraded from {before or 'none'} to"
+    typer.echo(f"schema of {shown_url(url)} {change} {after}")
 
 
 @app.command()

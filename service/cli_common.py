@@ -39,11 +39,14 @@ def resolved(storage: str | None) -> str:
 def open_or_fail(storage: str | None) -> RDBStorage:
     from sqlalchemy.exc import SQLAlchemyError
 
+    from search_spaces.schema import SchemaOutOfDate
     from search_spaces.storage import open_storage, resolve_url
 
     url = resolve_url(storage)
     try:
         return open_storage(url)
+    except SchemaOutOfDate as exc:
+        fail(f"{shown_url(url)}: {exc}")
     except (SQLAlchemyError, ValueError, OSError) as exc:
         # The driver's own message, without SQLAlchemy's statement and help-link lines.
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

@@ -18,7 +18,8 @@ from optuna.storages import RDBStorage
 
 from search_spaces import ResourceLimitError, StudySpec, check_resources
 from search_spaces._study_spec import NAME_PATTERN
-from search_spaces.storage import advisory_lock, now
+from search_spaces.locks import advisory_lock
+from search_spaces.storage import now
 from search_spaces.study_rows import (
     StudyRow,
     get_study_row,

@@ -22,7 +22,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from search_spaces.storage import open_storage
+from search_spaces.storage import migrate, open_storage
 
 PG_SERVER = os.environ.get("NOISETUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 REQUIRE_PG = os.environ.get("NOISETUNE_REQUIRE_POSTGRES") == "1"
@@ -129,6 +129,8 @@ def _pg_databases() -> Iterator[_PgDatabases]:
     _execute(f"CREATE DATABASE {template}")
     databases = None
     try:
+        # PostgreSQL databases are migrated by hand (`noisetune migrate`), as in production.
+        migrate(f"{PG_SERVER}/{template}")
         # Nothing may stay connected to a template while databases are copied from it.
         _forget(f"{PG_SERVER}/{template}")
         databases = _PgDatabases(template)

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 import sqlalchemy as sa
 
+from search_spaces.schema import SchemaOutOfDate
 from search_spaces.storage import now, open_storage, resolve_url
 from search_spaces.tables import workers_table
 from worker.claims import (
@@ -316,7 +317,10 @@ def run_workers(
         return _run_per_gpu(gpus, args)
     device = resolve_device(device)
     _reuse_freed_memory()
-    worker = Worker(url, device, study, heartbeat_interval, k or auto_stack_size(device))
+    try:
+        worker = Worker(url, device, study, heartbeat_interval, k or auto_stack_size(device))
+    except SchemaOutOfDate as exc:
+        raise SystemExit(f"noisetune worker: {exc}") from None
     _install_signal_handlers(worker.stop)
     started = time.monotonic()
     code = worker.run(max_trials, exit_when_idle)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from search_spaces.storage import migrate
 from tests.e2e.conftest import Server, Workers, free_port, quadratic_spec, start_server
 from tests.e2e.private_postgres import PrivatePostgres, available
 
@@ -68,6 +69,7 @@ def test_postgres_restart_mid_study(tmp_path: Path) -> None:
     pg = PrivatePostgres(free_port())
     pg.init()
     pg.start()
+    migrate(pg.url)  # a new PostgreSQL database is migrated by hand, as in production
     srv = start_server(pg.url, tmp_path)
     pool = Workers(pg.url, tmp_path)
     try:

@@ -21,7 +21,6 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from search_spaces.storage import add_missing_columns
 from search_spaces.tables import trial_runs_table, workers_table
 from service.auth import create_token
 from service.metrics import CLAIM_BUCKETS, MetricsCache
@@ -219,14 +218,3 @@ def test_metrics_need_a_token_only_where_reads_do(make_client: Any, storage: Any
     token = create_token(storage.engine, "read")
     answer = guarded.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200
-
-
-def test_older_databases_gain_the_claim_column(storage: Any) -> None:
-    engine = storage.engine
-    with engine.begin() as conn:
-        conn.execute(sa.text("ALTER TABLE noisetune_trial_runs DROP COLUMN claim_seconds"))
-    for _ in range(2):  # a second pass finds nothing to add
-        add_missing_columns(engine)
-        with engine.connect() as conn:
-            columns = conn.execute(sa.text("SELECT * FROM noisetune_trial_runs LIMIT 0")).keys()
-        assert list(columns).count("claim_seconds") == 1

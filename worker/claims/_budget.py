@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from search_spaces.storage import autocommit
+from search_spaces.locks import autocommit
 from search_spaces.study_rows import StudyRow, list_study_rows, study_progress, to_study_row
 from search_spaces.tables import HOLDS_SLOT, reservations_table, studies_table, trial_runs_table
 from worker.claims._cache import caches

@@ -19,8 +19,9 @@ import optuna
 import sqlalchemy as sa
 
 from search_spaces import FloatParam, IntParam, StudySpec, trial_attrs
+from search_spaces.locks import locked_transaction
 from search_spaces.optuna_adapter import trial_db_id, trials_table, write_user_attrs
-from search_spaces.storage import locked_transaction, now
+from search_spaces.storage import now
 from search_spaces.study_rows import StudyRow
 from search_spaces.tables import reservations_table, studies_table, trial_runs_table, workers_table
 from worker.claims._budget import candidate_lists, claim_lock_key, drop_reservations, slots_used

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search_spaces import trial_attrs
+from search_spaces.locks import advisory_lock, autocommit
 from search_spaces.optuna_adapter import state_is, trials_table
-from search_spaces.storage import advisory_lock, autocommit
 from search_spaces.study_rows import get_study_row
 from search_spaces.tables import (
     reservations_table,
