@@ -96,7 +96,7 @@ def _env() -> dict[str, str]:
 
 
 def create_study(url: str, config: dict[str, Any], n_trials: int = 100_000) -> None:
-    from service.studies import create_study as create
+    from search_spaces.study_rows import register_study as create
 
     spec = {
         "name": STUDY,

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from search_spaces import StudySpec  # noqa: E402
 from search_spaces.storage import open_storage  # noqa: E402
-from service.studies import create_study  # noqa: E402
+from search_spaces.study_rows import register_study  # noqa: E402
 
 NAME = "stacked"
 
@@ -58,7 +58,7 @@ def measure(k: int, args: argparse.Namespace, n_trials: int, workdir: Path) -> t
             "max_retries": 0,
         }
     )
-    create_study(open_storage(url), spec)
+    register_study(open_storage(url), spec)
     env = {**os.environ, "NOISETUNE_TORCH_THREADS": str(args.threads)}
     env.setdefault("NOISETUNE_LOG_LEVEL", "WARNING")
     env["PYTHONPATH"] = str(ROOT)

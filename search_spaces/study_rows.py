@@ -1,14 +1,20 @@
-"""A study's row in noisetune's table, and where the study stands against its budget."""
+"""A study's row in noisetune's table: registering a study, reading it back, and where it
+stands against its budget."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 import sqlalchemy as sa
+from optuna.storages import RDBStorage
 from sqlalchemy.engine import Engine
 
+from search_spaces._study_spec import StudySpec
+from search_spaces.locks import advisory_lock
 from search_spaces.optuna_adapter import state_is, trials_table
 from search_spaces.tables import studies_table, trial_runs_table
 
@@ -101,3 +107,72 @@ def study_status(row: StudyRow, progress: Progress) -> str:
     if row.status != "failed" and progress.counted >= row.n_trials and progress.running == 0:
         return "completed"
     return row.status
+
+
+STUDIES_LOCK = "noisetune-studies"
+
+
+class StudyExists(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a study named {name!r} already exists")
+
+
+def register_study(storage: RDBStorage, spec: StudySpec) -> None:
+    """Create the Optuna study and its noisetune row, under a lock so names stay unique.
+
+    The spec is stored whole with the study, so that any worker can rebuild its sampler
+    and pruner (Optuna persists neither). Validating what users send is the caller's.
+    """
+    payload = spec.model_dump(mode="json")
+    engine = storage.engine
+    with advisory_lock(engine, STUDIES_LOCK):
+        taken = get_study_row(engine, spec.name) or _optuna_study_id(storage, spec.name)
+        if taken is not None:
+            raise StudyExists(spec.name)
+        try:
+            study = optuna.create_study(
+                study_name=spec.name, storage=storage, direction=spec.direction
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            raise StudyExists(spec.name) from None
+        study_id = storage.get_study_id_from_name(spec.name)
+        try:
+            study.set_user_attr("noisetune_spec", payload)
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.insert(studies_table).values(
+                        name=spec.name,
+                        study_id=study_id,
+                        spec=json.dumps(payload),
+                        status="running",
+                        priority=spec.priority,
+                        n_trials=spec.n_trials,
+                        created_at=time.time(),
+                    )
+                )
+        except BaseException:
+            # Leave no Optuna study behind without its row: workers would never see it.
+            storage.delete_study(study_id)
+            raise
+
+
+def _optuna_study_id(storage: RDBStorage, name: str) -> int | None:
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+
+
+def unregister_study(storage: RDBStorage, name: str) -> bool:
+    """Delete the study, its trials and its noisetune rows; False if there was none."""
+    engine = storage.engine
+    with advisory_lock(engine, STUDIES_LOCK):
+        if get_study_row(engine, name) is None:
+            return False
+        study_id = _optuna_study_id(storage, name)
+        if study_id is not None:
+            storage.delete_study(study_id)
+        with engine.begin() as conn:
+            conn.execute(sa.delete(trial_runs_table).where(trial_runs_table.c.study_name == name))
+            conn.execute(sa.delete(studies_table).where(studies_table.c.name == name))
+    return True

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from search_spaces import PrunerSpec, SamplerSpec, SearchSpaceError, StudySpec, TaskConfigError
 from search_spaces.schema import SchemaOutOfDate
 from search_spaces.storage import open_storage
+from search_spaces.study_rows import StudyExists
 from service.api import api_router
 from service.auth import InsufficientScope, MissingToken
 from service.docs import router as docs_router
@@ -31,7 +32,7 @@ from service.schemas import HealthPublic
 from service.security import BrowserGuard, SecurityHeaders
 from service.settings import Settings
 from service.spec_text import JsonDepthLimit
-from service.studies import InvalidInput, StudyExists, StudyNotFound
+from service.studies import InvalidInput, StudyNotFound
 
 # Where a validation error without a field of its own comes from, by exception type.
 _FIELD_OF = ((SearchSpaceError, "search_space"), (TaskConfigError, "task_config"))

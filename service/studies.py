@@ -6,29 +6,25 @@ them, and errors are domain exceptions that the app maps to HTTP status codes.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import UTC, datetime
 from typing import Any
 
-import optuna
-import sqlalchemy as sa
 from optuna.storages import RDBStorage
 
 from search_spaces import ResourceLimitError, StudySpec, check_resources
 from search_spaces._study_spec import NAME_PATTERN
-from search_spaces.locks import advisory_lock
-from search_spaces.storage import now
 from search_spaces.study_rows import (
     StudyRow,
     get_study_row,
     list_study_rows,
+    register_study,
     set_study_status,
     study_progress,
     study_status,
+    unregister_study,
 )
-from search_spaces.tables import studies_table, trial_runs_table
 from service.schemas import (
     TRIAL_STATES,
     BestTrialPublic,
@@ -37,7 +33,6 @@ from service.schemas import (
     StudyPublic,
 )
 
-STUDIES_LOCK = "noisetune-studies"
 # Priority lives in a 32-bit column; bigger values would fail in the database, not here.
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 
@@ -45,11 +40,6 @@ PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 class StudyNotFound(LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no study named {name!r}")
-
-
-class StudyExists(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"a study named {name!r} already exists")
 
 
 class InvalidInput(ValueError):
@@ -91,45 +81,8 @@ def create_study(
     low, high = PRIORITY_RANGE
     if not low <= spec.priority <= high:
         raise InvalidInput(["body", "priority"], f"priority: must be in [{low}, {high}]")
-    payload = spec.model_dump(mode="json")
-    engine = storage.engine
-    with advisory_lock(engine, STUDIES_LOCK):
-        taken = get_study_row(engine, spec.name) or _optuna_study_id(storage, spec.name)
-        if taken is not None:
-            raise StudyExists(spec.name)
-        try:
-            study = optuna.create_study(
-                study_name=spec.name, storage=storage, direction=spec.direction
-            )
-        except optuna.exceptions.DuplicatedStudyError:
-            raise StudyExists(spec.name) from None
-        study_id = storage.get_study_id_from_name(spec.name)
-        try:
-            study.set_user_attr("noisetune_spec", payload)
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.insert(studies_table).values(
-                        name=spec.name,
-                        study_id=study_id,
-                        spec=json.dumps(payload),
-                        status="running",
-                        priority=spec.priority,
-                        n_trials=spec.n_trials,
-                        created_at=now(),
-                    )
-                )
-        except BaseException:
-            # Leave no Optuna study behind without its row: workers would never see it.
-            storage.delete_study(study_id)
-            raise
+    register_study(storage, spec)
     return get_study(storage, spec.name)
-
-
-def _optuna_study_id(storage: RDBStorage, name: str) -> int | None:
-    try:
-        return storage.get_study_id_from_name(name)
-    except KeyError:
-        return None
 
 
 def require_row(storage: RDBStorage, name: str) -> StudyRow:
@@ -188,12 +141,6 @@ def set_status(storage: RDBStorage, name: str, status: str) -> StudyPublic:
 
 
 def delete_study(storage: RDBStorage, name: str) -> None:
-    engine = storage.engine
-    with advisory_lock(engine, STUDIES_LOCK):
-        row = require_row(storage, name)
-        study_id = _optuna_study_id(storage, name)
-        if study_id is not None:
-            storage.delete_study(study_id)
-        with engine.begin() as conn:
-            conn.execute(sa.delete(trial_runs_table).where(trial_runs_table.c.study_name == name))
-            conn.execute(sa.delete(studies_table).where(studies_table.c.name == row.name))
+    require_row(storage, name)
+    if not unregister_study(storage, name):
+        raise StudyNotFound(name)  # deleted meanwhile

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from search_spaces import StudySpec
-from service.studies import create_study
+from search_spaces.study_rows import register_study
 from tests.e2e.conftest import Server, Workers, quadratic_spec
 from worker.claims import claim_trials
 from worker.stack_run import load_stacked_trainer, plan_stacks, run_claimed_stacks
@@ -48,8 +48,8 @@ def test_claims_stay_in_budget_and_stack_by_architecture(
 ) -> None:
     spec = mlp_spec("grouped", 5, epochs=2)
     spec["search_space"] = {"eta": 0.3, "width": {"type": "categorical", "choices": [8, 16]}}
-    create_study(storage, StudySpec.model_validate(spec))
-    create_study(storage, StudySpec.model_validate(quadratic_spec("cheap", 4)))
+    register_study(storage, StudySpec.model_validate(spec))
+    register_study(storage, StudySpec.model_validate(quadratic_spec("cheap", 4)))
     claims = claim_trials(storage, "w", "host", "cpu", "grouped", 8)
     assert [c.trial.number for c in claims] == [0, 1, 2, 3, 4]  # the budget, not k
     assert claim_trials(storage, "w", "host", "cpu", "grouped", 8) == []
@@ -78,7 +78,7 @@ def test_pruned_and_diverged_members_are_recorded_as_lone_trials(
     spec = mlp_spec("pruned", 8, epochs=4)
     spec["search_space"] = {"eta": {"type": "categorical", "choices": [0.01, 0.3, 1.0, 1e6]}}
     spec["pruner"] = {"type": "median", "options": {"n_startup_trials": 0, "n_warmup_steps": 0}}
-    create_study(storage, StudySpec.model_validate(spec))
+    register_study(storage, StudySpec.model_validate(spec))
     threads = torch.get_num_threads()
     try:
         # The median pruner compares with finished trials: a first stack gives it some.

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search_spaces import StudySpec
+from search_spaces.study_rows import register_study
 from search_spaces.tables import reservations_table, trial_runs_table, workers_table
-from service.studies import create_study
 from worker.claims import (
     claim_trial,
     finish_trial,
@@ -48,7 +48,7 @@ def make_study(storage: optuna.storages.RDBStorage, name: str, n_trials: int) ->
         "pruner": {"type": "none"},
         "max_retries": 1,
     }
-    create_study(storage, StudySpec.model_validate(spec))
+    register_study(storage, StudySpec.model_validate(spec))
 
 
 def register(storage: optuna.storages.RDBStorage, worker_id: str, heartbeat_age: float) -> None:
@@ -311,7 +311,7 @@ def test_the_last_point_of_a_grid_is_recorded_without_error(
         "sampler": {"type": "grid"},
         "pruner": {"type": "none"},
     }
-    create_study(storage, StudySpec.model_validate(spec))
+    register_study(storage, StudySpec.model_validate(spec))
     register(storage, "w", heartbeat_age=0.0)
     seen = set()
     for _ in range(3):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search_spaces import StudySpec
-from service.studies import create_study
+from search_spaces.study_rows import register_study
 from worker.claims import Claim, claim_trial, finish_trial
 from worker.reports import Report, report_point, report_points
 
@@ -30,7 +30,7 @@ def make_study(storage: optuna.storages.RDBStorage, pruner: dict[str, object]) -
         "sampler": {"type": "random", "seed": 0},
         "pruner": pruner,
     }
-    create_study(storage, StudySpec.model_validate(spec))
+    register_study(storage, StudySpec.model_validate(spec))
 
 
 def claim(storage: optuna.storages.RDBStorage, n: int) -> list[Claim]:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search_spaces import StudySpec
-from service.studies import create_study
+from search_spaces.study_rows import register_study
 from worker.claims import Claim, claim_trial
 from worker.stack_run import _Recorder
 
@@ -29,7 +29,7 @@ def claims(storage: optuna.storages.RDBStorage, n: int) -> list[Claim]:
         "sampler": {"type": "random", "seed": 0},
         "pruner": {"type": "none"},
     }
-    create_study(storage, StudySpec.model_validate(spec))
+    register_study(storage, StudySpec.model_validate(spec))
     claimed = [claim_trial(storage, "w", "h", "cpu", "recorded") for _ in range(n)]
     assert all(c is not None for c in claimed)
     return claimed  # type: ignore[return-value]
