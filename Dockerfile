@@ -1,23 +1,27 @@
-# One image for the service and the workers; the compose file picks the command.
-# GPU workers: build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128
-FROM python:3.11-slim
-
-ARG TORCH_SPEC="torch>=2.4"
-ARG TORCH_INDEX=""
+# Two images from one file (docker build --target ...):
+#   service: the REST API, dashboard, CLI and migrations; no PyTorch.
+#   worker:  the same plus PyTorch, CPU wheels by default; for CUDA wheels build with
+#            --build-arg TORCH_VARIANT=cu128 (any variant PyTorch publishes wheels for).
+FROM python:3.11-slim AS base
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY worker ./worker
 COPY search_spaces ./search_spaces
-
-# torch first, from the chosen index, so the project's resolution keeps that build.
-RUN if [ -n "$TORCH_INDEX" ]; then pip install "$TORCH_SPEC" --index-url "$TORCH_INDEX"; \
-    else pip install "$TORCH_SPEC"; fi \
-    && pip install .
-
 RUN useradd --create-home noisetune
+
+FROM base AS service
+RUN pip install .
 USER noisetune
 EXPOSE 8000
 CMD ["noisetune", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM base AS worker
+ARG TORCH_VARIANT=cpu
+ARG TORCH_SPEC="torch>=2.4"
+# torch first, from the chosen variant's index, so resolving the project keeps that build.
+RUN pip install "$TORCH_SPEC" --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
+    && pip install ".[worker]"
+USER noisetune
+CMD ["noisetune", "worker", "--device", "auto"]

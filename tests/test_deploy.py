@@ -65,3 +65,21 @@ def test_env_example_names_every_variable_the_compose_file_reads() -> None:
     used = set(re.findall(r"\$\{([A-Z_]+)", text))
     declared = set(re.findall(r"^([A-Z_]+)=", example, flags=re.M))
     assert used <= declared, used - declared
+
+
+def test_the_service_image_has_no_torch_and_the_worker_image_has(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["migrate"]["build"]["target"] == "service"
+    assert services["service"]["build"]["target"] == "service"
+    assert services["worker"]["build"]["target"] == "worker"
+    assert services["worker"]["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    stages = dict(
+        re.findall(r"^FROM \S+ AS (\w+)\n(.*?)(?=^FROM |\Z)", _dockerfile(), flags=re.M | re.S)
+    )
+    assert set(stages) == {"base", "service", "worker"}
+    assert "pip install .\n" in stages["service"] and "torch" not in stages["service"].lower()
+    assert '".[worker]"' in stages["worker"] and "TORCH_VARIANT" in stages["worker"]
+
+
+def _dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()

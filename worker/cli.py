@@ -29,6 +29,18 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _require_torch(command: str) -> None:
+    """Stop with one line when PyTorch is missing: the service installs without it."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        _fail(
+            f"`noisetune {command}` trains models and needs PyTorch: "
+            'pip install "noisetune[worker]"',
+            EXIT_FAILURE,
+        )
+
+
 def parse_config_items(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs, each value read as a YAML scalar (``0.1``, ``null``, ``relu``)."""
     import yaml
@@ -75,6 +87,7 @@ def train_command(
     ] = 1,
 ) -> None:
     """Train one run; the last line of standard output is the final metrics as JSON."""
+    _require_torch("train")
     from search_spaces import TaskConfigError, get_task_definition
     from worker.data import DatasetError
     from worker.tasks import TrainerImportError, load_trainer
@@ -112,6 +125,7 @@ def reproduce_command(
     ] = None,
 ) -> None:
     """The paper's claim 1 on digits: no noise stays at chance, eta = 1.0 trains."""
+    _require_torch("reproduce")
     from rich.console import Console
     from rich.progress import Progress
 
@@ -179,6 +193,7 @@ def worker_command(
     ] = "1",
 ) -> None:
     """Pull trials from the database and train them until stopped."""
+    _require_torch("worker")
     from worker.runner import run_workers
 
     raise typer.Exit(

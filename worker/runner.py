@@ -274,7 +274,7 @@ def _reuse_freed_memory() -> None:
     glibc hands blocks over 128 KB back to the OS when freed, and maps them anew at the next
     allocation, where every page faults on first touch. A stack's activations are such
     blocks (16 members x 128 rows x 50 floats: 400 KB a layer), allocated and freed at
-    every step: the faults cost 4% of a 16-member step on a CPU. Blocks up to 32 MB
+    every step (benchmarks/stacked.py says what the faults cost). Blocks up to 32 MB
     (glibc's largest setting) now come from the heap, which keeps up to 256 MB free.
     """
     try:

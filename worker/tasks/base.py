@@ -1,6 +1,6 @@
 """What every trainer shares: the signature, argument checks and the result's shape.
 
-Kept free of torch so that the quadratic task (and the CLI) start without importing it.
+Kept free of torch so that the worker's CLI and the quadratic task import without it.
 
 The trainer contract (each task module's ``train``)::
 

@@ -108,13 +108,14 @@ class StackedMLP:
 
     Gradients are written out by hand (``loss_and_grads``) rather than left to autograd: the
     network is a plain chain, and autograd's bookkeeping (a graph node per layer, a Python
-    call per node) cost about a third of a 16-member step on a CPU.
+    call per node) is a large share of a stacked step on a CPU (benchmarks/stacked.py).
 
     Layout: with K > 1 each member's activations are columns, (K, features, n), and a layer
     is ``W[k] @ h[k]``: the matrix products then run the CPU's vector lanes along the n
-    rows of the minibatch rather than along a width of 50 (20% faster products, 5-10% a
-    step). One member alone keeps ``nn.Linear``'s rows and its very ops (``F.linear``, the
-    ``g.T @ x`` weight gradient), so its results equal ``deep_mlp.train``'s bit for bit.
+    rows of the minibatch rather than along a width of 50 (faster products: see
+    benchmarks/stacked.py). One member alone keeps ``nn.Linear``'s rows and its very ops
+    (``F.linear``, the ``g.T @ x`` weight gradient), so its results equal
+    ``deep_mlp.train``'s bit for bit.
     """
 
     def __init__(self, cfgs: list[DeepMLPConfig], n_inputs: int, device: torch.device) -> None:
@@ -215,8 +216,9 @@ def member_losses_and_grad(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
     One member alone runs ``F.cross_entropy`` and its backward op for op (logits (1, n,
     classes)), so its losses and gradients are the lone run's. A larger stack's logits are
-    columns, (K, classes, n): the softmax then runs along the minibatch, 9x faster than
-    over rows of 10 classes, and its gradient is written as ``(softmax - one_hot) / n``.
+    columns, (K, classes, n): the softmax then runs along the minibatch, much faster than
+    over rows of 10 classes (benchmarks/stacked.py), and its gradient is written as
+    ``(softmax - one_hot) / n``.
     """
     if len(logits) == 1:
         logp = F.log_softmax(logits[0], 1)

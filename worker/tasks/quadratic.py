@@ -1,7 +1,8 @@
 """A cheap stand-in for training: a smooth bowl in (log10 eta, gamma), no model.
 
-Pure Python (no torch) so a worker running it starts in a fraction of a second; tests
-and demos of the search machinery use it. The minimum is at eta = 0.3, gamma = 0.55::
+Pure Python (no torch) and instant: tests and demos of the search machinery use it. (A
+worker process imports torch all the same, for its stacking code: the worker's commands
+need the ``worker`` extra whatever the task.) The minimum is at eta = 0.3, gamma = 0.55::
 
     final = (log10(eta + 1e-3) - log10(0.3 + 1e-3))**2 + (gamma - 0.55)**2 + jitter
 

@@ -1,0 +1,51 @@
+"""What a service-only install (`pip install noisetune`, no torch) can and cannot do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The noisetune command, in a process where `import torch` fails as it does without torch.
+WITHOUT_TORCH = (
+    "import sys; sys.modules['torch'] = None; sys.argv[0] = 'noisetune'; "
+    "from service.cli import main; main()"
+)
+
+
+def _noisetune_without_torch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, *args],
+        capture_output=True, text=True, cwd=cwd, timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+def test_torch_comes_only_with_the_worker_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("torch")]
+    assert any(d.startswith("torch>=") for d in project["optional-dependencies"]["worker"])
+
+
+@pytest.mark.parametrize(
+    "args", [["worker", "--exit-when-idle"], ["train", "--task", "quadratic"], ["reproduce"]]
+)
+def test_training_commands_without_torch_say_what_to_install(
+    args: list[str], tmp_path: Path
+) -> None:
+    done = _noisetune_without_torch(*args, cwd=tmp_path)
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'pip install "noisetune[worker]"' in lines[0], done.stderr
+    assert done.stdout == ""
+
+
+def test_the_service_commands_work_without_torch(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'noisetune.db'}"
+    assert _noisetune_without_torch("migrate", "--storage", url, cwd=tmp_path).returncode == 0
+    done = _noisetune_without_torch("status", "--storage", url, cwd=tmp_path)
+    assert done.returncode == 0 and "no studies" in done.stdout, done
