@@ -7,6 +7,7 @@ that no input a client can send makes the server answer 500.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.metadata import version
 from typing import Any
 
 import sqlalchemy as sa
@@ -178,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="noisetune",
         summary="Hyperparameter search for annealed gradient-noise schedules.",
-        version="0.1.0",
+        version=version("noisetune"),
         # /docs is served by service.docs, from local files; ReDoc is not served.
         docs_url=None,
         redoc_url=None,
