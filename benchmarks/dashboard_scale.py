@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.plots import _cache as caches
     from service.settings import Settings
 
-    client = TestClient(create_app(Settings(storage=url)))
+    client = TestClient(create_app(Settings(storage=url)), base_url="http://127.0.0.1")
     rows: list[tuple[str, float, float | None, int]] = []
     base = f"/api/v1/studies/{NAME}"
     cold, status = _time(client, f"{base}/plots/history")
