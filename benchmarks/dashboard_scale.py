@@ -31,7 +31,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_spaces import StudySpec  # noqa: E402
-from search_spaces.storage import now, open_storage, studies_table  # noqa: E402
+from search_spaces.storage import now, open_storage  # noqa: E402
+from search_spaces.tables import studies_table  # noqa: E402
 
 NAME = "scale"
 SPACE = {

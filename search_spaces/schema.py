@@ -9,6 +9,7 @@ the one they need.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -34,8 +35,9 @@ def _config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
+@cache
 def head_version() -> str:
-    """The revision this noisetune needs."""
+    """The revision this noisetune needs (read once per process: the scripts ship with it)."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None, "search_spaces/migrations has no revision"
     return head
@@ -50,6 +52,8 @@ def schema_version(engine: sa.Engine) -> str | None:
 
 def upgrade(engine: sa.Engine) -> None:
     """Run every migration the database lacks (the caller holds SCHEMA_LOCK)."""
+    if schema_version(engine) == head_version():
+        return  # nothing to run: spare loading the migration scripts
     with engine.begin() as conn:
         command.upgrade(_config(conn), "head")
 
