@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -214,6 +215,11 @@ def filter_study(study: optuna.Study, trial: FrozenTrial) -> optuna.Study:
     """The study as its pruner partitions it (Hyperband's brackets), as ``Study.tell`` shows
     it to the sampler."""
     return optuna.pruners._filter_study(study, trial)
+
+
+def quiet_in_memory_studies() -> None:
+    """Keep Optuna from logging each throwaway in-memory study it is asked to create."""
+    logging.getLogger("optuna.storages._in_memory").setLevel(logging.WARNING)
 
 
 def read_once(study: optuna.Study) -> optuna.Study | None:

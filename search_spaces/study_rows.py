@@ -75,27 +75,36 @@ class Progress:
     def budget_left(self, n_trials: int) -> int:
         return n_trials - self.counted - self.running
 
+    @classmethod
+    def of(cls, by_state: dict[str, int], counted_fails: int) -> Progress:
+        """The budget rule: complete and pruned trials count, and failed ones that were
+        marked counted (diverged, or out of retries)."""
+        counted = by_state.get("COMPLETE", 0) + by_state.get("PRUNED", 0) + counted_fails
+        running, waiting = by_state.get("RUNNING", 0), by_state.get("WAITING", 0)
+        return cls(counted=counted, running=running, waiting=waiting, by_state=by_state)
+
+
+def counted_fails() -> sa.Select[Any]:
+    """Failed trials that count in their study's budget, by study name (a query)."""
+    t, r = trials_table.c, trial_runs_table.c
+    return (
+        sa.select(r.study_name, sa.func.count())
+        .select_from(trial_runs_table.join(trials_table, t.trial_id == r.trial_id))
+        .where(r.counted, state_is("FAIL"))
+        .group_by(r.study_name)
+    )
+
 
 def study_progress(engine: Engine, name: str, study_id: int) -> Progress:
     """Counts by Optuna state, and the budget count, in two small queries."""
-    t, r = trials_table.c, trial_runs_table.c
+    t = trials_table.c
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(t.state, sa.func.count()).where(t.study_id == study_id).group_by(t.state)
         ).all()
-        counted_fails = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(trial_runs_table.join(trials_table, t.trial_id == r.trial_id))
-            .where(r.study_name == name, r.counted, state_is("FAIL"))
-        ).scalar_one()
+        fails = conn.execute(counted_fails().where(trial_runs_table.c.study_name == name)).all()
     by_state = {str(state): int(n) for state, n in rows}
-    counted = by_state.get("COMPLETE", 0) + by_state.get("PRUNED", 0) + int(counted_fails)
-    return Progress(
-        counted=counted,
-        running=by_state.get("RUNNING", 0),
-        waiting=by_state.get("WAITING", 0),
-        by_state=by_state,
-    )
+    return Progress.of(by_state, sum(int(n) for _, n in fails))
 
 
 def study_status(row: StudyRow, progress: Progress) -> str:

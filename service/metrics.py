@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -23,35 +23,28 @@ from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFam
 from prometheus_client.utils import floatToGoString
 from sqlalchemy.engine import Engine
 
-from search_spaces.optuna_adapter import state_is, trials_table
-from search_spaces.study_rows import Progress, list_study_rows, study_status
+from search_spaces.optuna_adapter import trials_table
+from search_spaces.study_rows import Progress, counted_fails, list_study_rows, study_status
 from search_spaces.tables import trial_runs_table, worker_lost, workers_table
 from service.deps import EngineDep, ReadAccess
-from service.schemas import TRIAL_STATES
+from service.schemas import TRIAL_STATES, StudyStatus
 
 CACHE_SECONDS = 2.0
 # Claims take milliseconds when the fleet is healthy; the upper buckets catch lock queues.
 CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-STUDY_STATUSES = ("running", "stopped", "completed", "failed")
+STUDY_STATUSES = get_args(StudyStatus)
 
 router = APIRouter(tags=["metrics"], dependencies=[ReadAccess])
 
-_t, _r = trials_table.c, trial_runs_table.c
+_t = trials_table.c
 _TRIALS_BY_STATE = sa.select(_t.study_id, _t.state, sa.func.count()).group_by(_t.study_id, _t.state)
-# Failed trials with no retry left count in the budget (see worker.claims).
-_COUNTED_FAILS = (
-    sa.select(_r.study_name, sa.func.count())
-    .select_from(trial_runs_table.join(trials_table, _t.trial_id == _r.trial_id))
-    .where(_r.counted, state_is("FAIL"))
-    .group_by(_r.study_name)
-)
 
 
 def _trial_families(engine: Engine) -> list[Metric]:
     rows = list_study_rows(engine)
     with engine.connect() as conn:
         counts = conn.execute(_TRIALS_BY_STATE).all()
-        fails = {str(name): int(n) for name, n in conn.execute(_COUNTED_FAILS)}
+        fails = {str(name): int(n) for name, n in conn.execute(counted_fails())}
     by_study: dict[int, dict[str, int]] = {}
     for study_id, state, n in counts:
         by_study.setdefault(int(study_id), {})[str(state)] = int(n)
@@ -76,14 +69,7 @@ def _trial_families(engine: Engine) -> list[Metric]:
         by_state = by_study.get(row.study_id, {})
         for state in TRIAL_STATES:
             trials.add_metric([row.name, state], by_state.get(state, 0))
-        progress = Progress(
-            counted=by_state.get("COMPLETE", 0)
-            + by_state.get("PRUNED", 0)
-            + fails.get(row.name, 0),
-            running=by_state.get("RUNNING", 0),
-            waiting=by_state.get("WAITING", 0),
-            by_state=by_state,
-        )
+        progress = Progress.of(by_state, fails.get(row.name, 0))
         current = study_status(row, progress)
         for name in STUDY_STATUSES:
             status.add_metric([row.name, name], 1.0 if name == current else 0.0)

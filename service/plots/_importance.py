@@ -6,7 +6,6 @@ are the snapshot's, so importance never re-reads the database.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Container
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -18,11 +17,12 @@ from optuna.trial import FrozenTrial
 if TYPE_CHECKING:
     from optuna.importance import BaseImportanceEvaluator
 
+from search_spaces.optuna_adapter import quiet_in_memory_studies
 from service.plots._data import thin
 from service.plots._snapshot import StudySnapshot, TooFew, too_few
 
 # Each importance run builds a throwaway in-memory Study; its creation is not news.
-logging.getLogger("optuna.storages._in_memory").setLevel(logging.WARNING)
+quiet_in_memory_studies()
 
 Evaluator = Literal["ped_anova", "fanova"]
 EVALUATORS: tuple[Evaluator, ...] = ("ped_anova", "fanova")
