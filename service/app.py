@@ -17,13 +17,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from search_spaces import PrunerSpec, SamplerSpec, SearchSpaceError, StudySpec, TaskConfigError
 from search_spaces.schema import SchemaOutOfDate
 from search_spaces.storage import open_storage
 from search_spaces.study_rows import StudyExists
 from service.api import api_router
+from service.asgi_body import BodyTooLarge, read_body, replaying
 from service.auth import InsufficientScope, MissingToken
 from service.docs import router as docs_router
 from service.metrics import router as metrics_router
@@ -107,26 +108,13 @@ class BodyLimit:
             if int(length) > self.max_bytes:
                 await too_big(scope, receive, send)
                 return
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await too_big(scope, receive, send)
-                return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+        try:
+            body = await read_body(receive, self.max_bytes)
+        except BodyTooLarge:
+            await too_big(scope, receive, send)
+            return
+        if body is not None:
+            await self.app(scope, replaying(body, receive), send)
 
 
 def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:

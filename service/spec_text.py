@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.asgi_body import read_body, replaying
 from service.responses import SafeJSONResponse
 
 MAX_DEPTH = 64
@@ -87,25 +88,12 @@ class JsonDepthLimit:
         if kind and not kind.endswith(_JSON_TYPES):
             await self.app(scope, receive, send)
             return
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        if json_too_deep(bytes(body), self.limit):
+        body = await read_body(receive)
+        if body is None:
+            return
+        if json_too_deep(body, self.limit):
             msg = f"the body nests arrays and objects deeper than {self.limit} levels"
             answer = SafeJSONResponse({"detail": [{"loc": ["body"], "msg": msg}]}, 422)
             await answer(scope, receive, send)
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
