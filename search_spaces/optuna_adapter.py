@@ -29,8 +29,8 @@ import sqlalchemy as sa
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages._rdb import models as _models
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from search_spaces.storage import upsert
 
 # -- tables ----------------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ def write_user_attrs(conn: sa.Connection, attrs: dict[int, dict[str, Any]]) -> N
         for k, v in items.items()
     ]
     if rows:
-        _upsert(conn, user_attrs_table, ["trial_id", "key"], rows)
+        upsert(conn, user_attrs_table, ["trial_id", "key"], rows)
 
 
 def write_intermediate_values(
@@ -165,16 +165,8 @@ def write_intermediate_values(
         if trial_id in running
     ]
     if rows:
-        _upsert(conn, _intermediate_values_model, ["trial_id", "step"], rows)
+        upsert(conn, _intermediate_values_model, ["trial_id", "step"], rows)
     return running
-
-
-def _upsert(conn: sa.Connection, table: Any, key: list[str], rows: list[dict[str, Any]]) -> None:
-    """Insert `rows`; a row whose `key` columns exist already replaces the other columns."""
-    insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]
-    stmt = insert(table)
-    replaced = {column: stmt.excluded[column] for column in rows[0] if column not in key}
-    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=replaced), rows)
 
 
 # -- private attributes ----------------------------------------------------------------------

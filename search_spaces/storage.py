@@ -16,6 +16,8 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 
 from search_spaces.locks import advisory_lock
@@ -139,6 +141,14 @@ def migrate(url: str | None = None) -> tuple[str | None, str]:
     finally:
         engine.dispose()
     return before, head_version()
+
+
+def upsert(conn: sa.Connection, table: Any, key: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`; a row whose `key` columns exist already replaces the other columns."""
+    insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]
+    stmt = insert(table)
+    replaced = {column: stmt.excluded[column] for column in rows[0] if column not in key}
+    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=replaced), rows)
 
 
 def engine_of(storage: optuna.storages.RDBStorage) -> Engine:

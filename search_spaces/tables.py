@@ -91,6 +91,20 @@ tokens_table = sa.Table(
     sa.Column("revoked_at", sa.Float),
 )
 
+# What a trial printed (stdout, stderr, logging from inside its trainer) and, when it
+# failed, its traceback: the last MAX_LOG_BYTES of it (search_spaces.trial_logs).
+trial_logs_table = sa.Table(
+    "noisetune_trial_logs",
+    metadata,
+    sa.Column("trial_id", sa.Integer, primary_key=True),
+    sa.Column("study_name", sa.String(64), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    # Bytes dropped from the start to keep the text within the cap.
+    sa.Column("dropped_bytes", sa.Integer, nullable=False, default=0),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 
 # A claimed trial holds one of its study's n_trials slots unless it was given up without a
 # result of its own (lost, interrupted, failed with retries left): those, and only those,

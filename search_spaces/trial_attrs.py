@@ -16,6 +16,12 @@ CURVE = "curve"  # one point per epoch: {"epoch", "steps", each metric}
 WALL_TIME_S = "wall_time_s"
 FAIL_REASON = "fail_reason"  # one line: the exception's type and message, "diverged", ...
 
+# Keys of a curve point besides the epoch's metrics: the epoch, the optimizer steps reached,
+# and the epoch's wall time in seconds.
+EPOCH = "epoch"
+STEPS = "steps"
+EPOCH_SECONDS = "epoch_s"
+
 # Each key's JSON type (numbers that are whole may read back as int).
 TYPES: dict[str, type | tuple[type, ...]] = {
     WORKER: str,

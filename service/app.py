@@ -35,6 +35,7 @@ from service.security import BrowserGuard, SecurityHeaders
 from service.settings import Settings
 from service.spec_text import JsonDepthLimit
 from service.studies import InvalidInput, StudyNotFound
+from service.trials import TrialNotFound
 
 # Where a validation error without a field of its own comes from, by exception type.
 _FIELD_OF = ((SearchSpaceError, "search_space"), (TaskConfigError, "task_config"))
@@ -151,6 +152,7 @@ def _add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidInput, invalid_input)
     app.add_exception_handler(StarletteHTTPException, http_error)
     handle(StudyNotFound, 404)
+    handle(TrialNotFound, 404)
     handle(StudyExists, 409)
     handle(SearchSpaceError, 422)
     handle(TaskConfigError, 422)

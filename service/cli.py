@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from service.cli_common import StorageOption, console, fail, open_or_fail, resolved, shown_url
+from service.cli_logs import logs_command
 from service.cli_tokens import token_app
 
 PLUGIN_GROUP = "noisetune.commands"
@@ -29,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(token_app, name="token")
+app.command("logs")(logs_command)
 
 
 class AuthMode(enum.StrEnum):
@@ -323,7 +325,7 @@ def load_plugins(root: typer.Typer) -> None:
             )
 
 
-_OWN_COMMANDS = {"serve", "submit", "status", "token", "demo", "report", "migrate"}
+_OWN_COMMANDS = {"serve", "submit", "status", "token", "logs", "demo", "report", "migrate"}
 
 
 def main() -> None:

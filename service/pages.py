@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 
 from search_spaces import BUILTIN_SPACES, task_definitions
-from service import auth, studies
+from service import auth, studies, trials
 from service.api.workers import live_workers
 from service.deps import EngineDep, SettingsDep, StorageDep, authorize_request
 from service.plots import PLOT_KINDS, TITLES
@@ -111,15 +111,18 @@ def trial_page(
     settings: SettingsDep,
     storage: StorageDep,
 ) -> HTMLResponse:
-    detail = None
+    detail = log = None
     if _reads_open(request, settings, storage.engine):
         try:
             detail = trial_detail(storage, name, number)
+            log = trials.trial_log(storage, name, number)
         except studies.StudyNotFound as exc:
             return _not_found(request, str(exc))
         except LookupError as exc:
             return _not_found(request, str(exc))
-    return _page(request, "trial.html", nav="studies", name=name, number=number, trial=detail)
+    return _page(
+        request, "trial.html", nav="studies", name=name, number=number, trial=detail, log=log
+    )
 
 
 @router.get("/workers", response_class=HTMLResponse)

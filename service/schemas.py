@@ -71,6 +71,19 @@ class TrialPublic(BaseModel):
     fail_reason: str | None
 
 
+class TrialRecordPublic(TrialPublic):
+    """One trial in full: what the list gives, plus its curve and where it came from."""
+
+    curve: list[dict[str, Any]] = Field(
+        description="one point per epoch: epoch, steps, epoch_s (wall time), each metric"
+    )
+    retry_of: int | None = Field(description="the number of the trial this one runs again")
+    resumed_from_epoch: int | None = Field(
+        None, description="the epoch a retry resumed from (null: it started from scratch)"
+    )
+    wall_time_s: float | None
+
+
 class TrialsPublic(BaseModel):
     data: list[TrialPublic]
     count: int = Field(description="all trials that match the filter, not just this page")

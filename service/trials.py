@@ -21,7 +21,8 @@ from search_spaces.optuna_adapter import (
     utc,
     values_table,
 )
-from service.schemas import TRIAL_STATES, TrialPublic, TrialsPublic
+from search_spaces.trial_logs import read_log
+from service.schemas import TRIAL_STATES, TrialPublic, TrialRecordPublic, TrialsPublic
 from service.studies import InvalidInput, require_row
 
 # The user attrs a trial's page row shows, with the type each must have.
@@ -60,10 +61,17 @@ def list_trials(
 
 
 def _load_page(
-    engine: sa.Engine, study_id: int, state: str | None, offset: int, limit: int
+    engine: sa.Engine,
+    study_id: int,
+    state: str | None,
+    offset: int,
+    limit: int,
+    number: int | None = None,
 ) -> tuple[list[TrialPublic], int]:
     t_ = trials_table
     where = [t_.c.study_id == study_id]
+    if number is not None:
+        where.append(t_.c.number == number)
     if state is not None:
         where.append(state_is(state))
     with engine.connect() as conn:
@@ -121,3 +129,41 @@ def _load_page(
             )
         )
     return data, total
+
+
+class TrialNotFound(LookupError):
+    def __init__(self, name: str, number: int) -> None:
+        super().__init__(f"study {name!r} has no trial number {number}")
+
+
+def trial_id_of(storage: RDBStorage, name: str, number: int) -> int:
+    """Trial `number` of the study, as Optuna's row id; `TrialNotFound` (404) if none."""
+    row = require_row(storage, name)
+    try:
+        return storage.get_trial_id_from_study_id_trial_number(row.study_id, number)
+    except KeyError:
+        raise TrialNotFound(name, number) from None
+
+
+def get_trial(storage: RDBStorage, name: str, number: int) -> TrialRecordPublic:
+    """Trial `number` in full: its list entry, curve, the trial it retries, its wall time."""
+    trial_id = trial_id_of(storage, name, number)
+    row = require_row(storage, name)
+    listed, _ = _load_page(storage.engine, row.study_id, None, 0, 1, number=number)
+    attrs = storage.get_trial_user_attrs(trial_id)
+    curve = attrs.get(trial_attrs.CURVE)
+    retry_of, wall = attrs.get(trial_attrs.RETRY_OF), attrs.get(trial_attrs.WALL_TIME_S)
+    return TrialRecordPublic.model_validate(
+        listed[0].model_dump()
+        | {
+            "curve": curve if isinstance(curve, list) else [],
+            "retry_of": retry_of if isinstance(retry_of, int) else None,
+            "wall_time_s": wall if isinstance(wall, int | float) else None,
+        }
+    )
+
+
+def trial_log(storage: RDBStorage, name: str, number: int) -> str:
+    """What trial `number` printed, and its traceback if it failed ("" before it printed)."""
+    log = read_log(storage.engine, trial_id_of(storage, name, number))
+    return "" if log is None else log.render()

@@ -21,14 +21,16 @@ from typing import Any
 
 import optuna
 
-from search_spaces import StudySpec, resolve_trial
+from search_spaces import StudySpec, resolve_trial, trial_attrs
 from worker.claims import Claim, can_stack
 from worker.reports import Report, report_points
 from worker.stacked import StackMember
 from worker.tasks.base import check_noise
+from worker.trial_log import TrialOutput
 from worker.trial_run import (
     WorkerInterrupted,
     _limit_torch_threads,
+    epoch_seconds,
     record_outcome,
     run_claimed_trial,
 )
@@ -116,9 +118,10 @@ class _Recorder:
     falls more than an epoch behind.
     """
 
-    def __init__(self, group: list[Claim], stop: threading.Event) -> None:
-        self.group, self.stop = group, stop
+    def __init__(self, group: list[Claim], stop: threading.Event, output: TrialOutput) -> None:
+        self.group, self.stop, self.output = group, stop, output
         self.started = time.monotonic()
+        self.epoch_started = [[self.started] for _ in group]
         self.curves: list[list[dict[str, Any]]] = [[] for _ in group]
         self.stopped: list[BaseException | None] = [None] * len(group)
         self.recorded = [False] * len(group)
@@ -137,11 +140,13 @@ class _Recorder:
             if stopped is not None:
                 raise stopped
             written: Future[None] = Future()
+            point = {**metrics, trial_attrs.EPOCH_SECONDS: epoch_seconds(self.epoch_started[i])}
             with self.lock:
                 if not self.waiting:  # else a job is queued that will take this one too
                     self.jobs.append(self.pool.submit(self._report_waiting))
-                self.waiting.append((i, epoch, dict(metrics), written))
+                self.waiting.append((i, epoch, point, written))
             self.last[i] = written
+            self.output.flush()
             if self.stop.is_set():
                 raise WorkerInterrupted
 
@@ -190,7 +195,9 @@ class _Recorder:
 def _train_stack(
     group: list[Claim], device: str, stop: threading.Event, train_stacked: StackedTrainer
 ) -> None:
-    recorder = _Recorder(group, stop)
+    numbers = ", ".join(str(c.trial.number) for c in group)
+    output = TrialOutput(group, f"(shared by the stack of trials {numbers}: they trained as one)\n")
+    recorder = _Recorder(group, stop, output)
     members = []
     for i, claim in enumerate(group):
         setup = resolve_trial(claim.spec, claim.trial.params)
@@ -199,17 +206,18 @@ def _train_stack(
                 setup.config, setup.eta, setup.gamma, recorder.report_for(i), recorder.done_for(i)
             )
         )
-    log.info(
-        "training trials %s of %s as one stack of %d",
-        ", ".join(str(c.trial.number) for c in group), group[0].spec.name, len(group),
-    )  # fmt: skip
+    log.info("training trials %s of %s as one stack of %d", numbers, group[0].spec.name, len(group))
     try:
         _limit_torch_threads()
-        train_stacked(members, device=device)
+        with output.capturing():
+            train_stacked(members, device=device)
     except Exception as exc:
         # The stack itself failed: every member still in it fails as a lone trial would.
+        output.add_traceback(exc)
+        output.flush(force=True)
         for i in range(len(group)):
             if not recorder.recorded[i]:
                 recorder.record(i, exc)
     finally:
+        output.flush(force=True)
         recorder.close()

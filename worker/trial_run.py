@@ -13,13 +13,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search_spaces import resolve_trial
+from search_spaces import resolve_trial, trial_attrs
 from worker.claims import Claim, fail_and_maybe_retry, finish_trial
 from worker.db_retry import with_db_retry
 from worker.reports import report_point
 from worker.settings import WorkerSettings
 from worker.study_failures import counts_as_failure
 from worker.tasks import load_trainer
+from worker.trial_log import TrialOutput
 
 log = logging.getLogger("noisetune.worker")
 
@@ -79,46 +80,65 @@ def _record(fn: Any, *args: Any, **kwargs: Any) -> None:
 
 def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
     trial, spec = claim.trial, claim.spec
+    output = TrialOutput([claim])
     if claim.error is not None:  # its sampler or pruner failed: nothing to train
+        output.add_traceback(claim.error)
+        output.flush(force=True)
         record_outcome(claim, claim.error, [], 0.0)
         return
     started = time.monotonic()
+    epoch_started = [started]
     curve: list[dict[str, Any]] = []
     outcome: dict[str, Any] | Exception
     try:
-        setup = resolve_trial(spec, trial.params)
-        trainer = load_trainer(spec.definition)
-        _limit_torch_threads()
-        runs: list[dict[str, Any]] = []
-        for k in range(spec.repeats):
-            config = {**setup.config, "seed": int(setup.config.get("seed", 0)) + k}
-            last_repeat = k == spec.repeats - 1
-            epoch_metrics: list[dict[str, Any]] = []
+        with output.capturing():
+            setup = resolve_trial(spec, trial.params)
+            trainer = load_trainer(spec.definition)
+            _limit_torch_threads()
+            runs: list[dict[str, Any]] = []
+            for k in range(spec.repeats):
+                config = {**setup.config, "seed": int(setup.config.get("seed", 0)) + k}
+                last_repeat = k == spec.repeats - 1
+                epoch_metrics: list[dict[str, Any]] = []
 
-            def report(
-                epoch: int,
-                metrics: dict[str, float],
-                _m: list[dict[str, Any]] = epoch_metrics,
-                _last: bool = last_repeat,
-            ) -> None:
-                _m.append(dict(metrics))
-                if _last:
-                    # Repeats run one after another; the study sees the mean over repeats,
-                    # so pruning can act during the last one.
-                    per_run = [r["curve"][epoch - 1] for r in runs if len(r["curve"]) >= epoch]
-                    point = _aggregate([*per_run, dict(metrics)])
-                    report_point(claim, epoch, point, curve)
-                if stop.is_set():
-                    raise WorkerInterrupted
+                def report(
+                    epoch: int,
+                    metrics: dict[str, float],
+                    _m: list[dict[str, Any]] = epoch_metrics,
+                    _last: bool = last_repeat,
+                ) -> None:
+                    _m.append(dict(metrics))
+                    if _last:
+                        # Repeats run one after another; the study sees the mean over
+                        # repeats, so pruning can act during the last one.
+                        runs_so_far = [r["curve"] for r in runs if len(r["curve"]) >= epoch]
+                        point = _aggregate([*(c[epoch - 1] for c in runs_so_far), dict(metrics)])
+                        point[trial_attrs.EPOCH_SECONDS] = epoch_seconds(epoch_started)
+                        report_point(claim, epoch, point, curve)
+                    output.flush()
+                    if stop.is_set():
+                        raise WorkerInterrupted
 
-            result = trainer(config, eta=setup.eta, gamma=setup.gamma, device=device, report=report)
-            runs.append({**result, "curve": epoch_metrics})
-            if result.get("diverged"):
-                break
-        outcome = _aggregate([{k: v for k, v in r.items() if k != "curve"} for r in runs])
+                result = trainer(
+                    config, eta=setup.eta, gamma=setup.gamma, device=device, report=report
+                )
+                runs.append({**result, "curve": epoch_metrics})
+                if result.get("diverged"):
+                    break
+            outcome = _aggregate([{k: v for k, v in r.items() if k != "curve"} for r in runs])
     except Exception as exc:
         outcome = exc
+        if not isinstance(exc, WorkerInterrupted | optuna.TrialPruned):
+            output.add_traceback(exc)
+    output.flush(force=True)
     record_outcome(claim, outcome, curve, time.monotonic() - started)
+
+
+def epoch_seconds(last: list[float]) -> float:
+    """Seconds from the end of the last epoch (or the trial's start) to this report."""
+    now = time.monotonic()
+    seconds, last[0] = now - last[0], now
+    return round(seconds, 3)
 
 
 MAX_REASON_CHARS = 1000
@@ -157,7 +177,8 @@ def record_outcome(
         log.info("trial %s of %s pruned", trial.number, spec.name)
         return
     if isinstance(outcome, WorkerInterrupted):
-        _record(fail_and_maybe_retry, claim, "interrupted: worker stopped", retry_counts=False)
+        _record(fail_and_maybe_retry, claim, "interrupted: worker stopped", retry_counts=False,
+                curve=curve, wall_time_s=wall)  # fmt: skip
         log.info("trial %s of %s interrupted and queued again", trial.number, spec.name)
         return
     if isinstance(outcome, BaseException):
@@ -170,7 +191,8 @@ def record_outcome(
             "".join(traceback.format_exception(outcome)),
         )
         streak = "exception" if counts_as_failure(outcome) else None
-        _record(fail_and_maybe_retry, claim, reason, retry_counts=True, streak=streak)
+        _record(fail_and_maybe_retry, claim, reason, retry_counts=True, streak=streak,
+                curve=curve, wall_time_s=wall)  # fmt: skip
         return
     final = outcome
     value = final.get(metric)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import PlainTextResponse
 
 from service import importance, studies, trials
 from service.deps import ReadAccess, SettingsDep, StorageDep, WriteAccess
@@ -15,6 +16,7 @@ from service.schemas import (
     StudiesPublic,
     StudyCreate,
     StudyPublic,
+    TrialRecordPublic,
     TrialsPublic,
 )
 
@@ -57,6 +59,28 @@ def read_trials(
 ) -> TrialsPublic:
     """A page of trials by number; `count` is the number of all trials matching `state`."""
     return trials.list_trials(storage, name, state=state, offset=offset, limit=limit)
+
+
+@router.get("/{name}/trials/{number}")
+def read_trial(
+    name: str, number: Annotated[int, Path(ge=0, le=MAX_OFFSET)], storage: StorageDep
+) -> TrialRecordPublic:
+    """One trial in full: its list entry, its curve (with each epoch's wall time), the trial
+    it retries, and the epoch it resumed from."""
+    return trials.get_trial(storage, name, number)
+
+
+@router.get(
+    "/{name}/trials/{number}/log",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def read_trial_log(
+    name: str, number: Annotated[int, Path(ge=0, le=MAX_OFFSET)], storage: StorageDep
+) -> PlainTextResponse:
+    """What the trial printed (its trainer's stdout, stderr and logging; the last 1 MiB) and,
+    if it failed, its traceback at the end. Empty before it printed anything."""
+    return PlainTextResponse(trials.trial_log(storage, name, number))
 
 
 @router.get("/{name}/importance")

@@ -14,14 +14,17 @@ from plotly.subplots import make_subplots
 from search_spaces import trial_attrs
 from service.plots._figures import FONT, STATE_COLORS, add_note
 from service.studies import require_row
+from service.trials import TrialNotFound
 
 # Curve keys that are bookkeeping, not metrics to draw.
-_NOT_METRICS = {"epoch", "steps", "epochs", "diverged", "repeats"}
-
-
-class TrialNotFound(LookupError):
-    def __init__(self, name: str, number: int) -> None:
-        super().__init__(f"study {name!r} has no trial number {number}")
+_NOT_METRICS = {
+    trial_attrs.EPOCH,
+    trial_attrs.STEPS,
+    trial_attrs.EPOCH_SECONDS,
+    "epochs",
+    "diverged",
+    "repeats",
+}
 
 
 class TrialCurveInfo(NamedTuple):
@@ -116,6 +119,17 @@ def load_trial(
     return storage.get_trial(trial_id), str(row.spec.get("metric") or "value")
 
 
+def _epoch_time(curve: Any) -> str | None:
+    """The curve's epoch wall times in a few words, as the trial page shows them."""
+    points = curve if isinstance(curve, list) else []
+    found = [p.get(trial_attrs.EPOCH_SECONDS) for p in points if isinstance(p, dict)]
+    seconds: list[float] = [float(s) for s in found if isinstance(s, int | float)]
+    if not seconds:
+        return None
+    mean = sum(seconds) / len(seconds)
+    return f"{mean:.2f} s mean over {len(seconds)} epochs, last {seconds[-1]:.2f} s"
+
+
 def trial_detail(storage: optuna.storages.RDBStorage, name: str, number: int) -> dict[str, Any]:
     """What the trial page shows, as plain data (JSON-safe)."""
     trial, metric = load_trial(storage, name, number)
@@ -141,5 +155,6 @@ def trial_detail(storage: optuna.storages.RDBStorage, name: str, number: int) ->
         "datetime_start": start.isoformat() + "Z" if start else None,
         "datetime_complete": end.isoformat() + "Z" if end else None,
         "duration_s": (end - start).total_seconds() if start and end else None,
+        "epoch_time": _epoch_time(attrs.get(trial_attrs.CURVE)),
         "curve_figure": json.loads(trial_curve_figure(trial_curve_info(trial, metric)).to_json()),
     }

@@ -74,6 +74,8 @@ const NT = (() => {
 
   const api = {
     get: (path) => request(path),
+    // A plain-text answer (a trial's log); "" when there is none to read.
+    text: (path) => request(path, {}, true).then((r) => (r.ok ? r.text() : "")),
     post: (path, body, type = "application/json") =>
       request(path, {
         method: "POST",

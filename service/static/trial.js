@@ -30,6 +30,11 @@
       ["started", NT.fmtTime(t.datetime_start)], ["finished", NT.fmtTime(t.datetime_complete)],
       ["duration", NT.fmtDuration(t.duration_s)],
     ]);
+    const seconds = (t.curve || []).map((p) => p.epoch_s).filter((s) => typeof s === "number");
+    const mean = seconds.reduce((a, b) => a + b, 0) / Math.max(seconds.length, 1);
+    document.getElementById("epoch-time").textContent = seconds.length
+      ? `${mean.toFixed(2)} s mean over ${seconds.length} epochs, last ${seconds[seconds.length - 1].toFixed(2)} s`
+      : "—";
     document.getElementById("failure").hidden = !t.fail_reason;
     document.getElementById("fail-reason").textContent = t.fail_reason || "";
   }
@@ -42,13 +47,19 @@
     }
   }
 
+  async function showLog() {
+    const text = await NT.api.text(`${study}/trials/${number}/log`);
+    const pre = document.getElementById("trial-log");
+    if (pre.textContent !== text) {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent = text;
+      if (atEnd) pre.scrollTop = pre.scrollHeight; // follow the end, as a terminal would
+    }
+  }
+
   async function update() {
-    const [page, info] = await Promise.all([
-      NT.api.get(`${study}/trials?offset=${number}&limit=1`),
-      NT.api.get(study),
-    ]);
-    const t = page.data.find((x) => x.number === number);
-    if (!t) return;
+    const [t, info] = await Promise.all([NT.api.get(`${study}/trials/${number}`), NT.api.get(study)]);
+    await showLog();
     const key = `${t.state}:${Object.keys(t.intermediate_values || {}).length}`;
     if (key !== last) {
       show(t, info.spec.metric);

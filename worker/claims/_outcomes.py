@@ -129,7 +129,13 @@ def fail_running(storage: optuna.storages.RDBStorage, trial_id: int, reason: str
 
 
 def fail_and_maybe_retry(
-    claim: Claim, reason: str, *, retry_counts: bool, streak: StreakEffect = None
+    claim: Claim,
+    reason: str,
+    *,
+    retry_counts: bool,
+    streak: StreakEffect = None,
+    curve: list[dict[str, Any]] | None = None,
+    wall_time_s: float | None = None,
 ) -> bool:
     """FAIL the trial; queue its parameters again while retries are left.
 
@@ -140,7 +146,7 @@ def fail_and_maybe_retry(
     """
     retry = next_attempt(claim.attempt, claim.spec.max_retries, retry_counts=retry_counts)
     finish_trial(claim, TrialState.FAIL, None, fail_reason=reason, counted=retry is None,
-                 streak=streak)  # fmt: skip
+                 streak=streak, curve=curve, wall_time_s=wall_time_s)  # fmt: skip
     if retry is not None:
         params = claim.trial.params
         if claim.error is not None:

@@ -13,3 +13,13 @@ BROKEN_IMPORT = TaskDefinition(
     trainer="noisetune_test_broken_trainer:train",
     description="A test task whose trainer cannot be imported.",
 )
+
+# Prints, logs and reports an epoch, then raises: what a user's crashing trainer does.
+PRINTS_THEN_RAISES = TaskDefinition(
+    name="prints_then_raises",
+    config_model=QuadraticConfig,
+    metrics={"loss": "minimize"},
+    primary_metric="loss",
+    trainer="noisetune_test_trainers:prints_then_raises",
+    description="A test task whose trainer prints and logs, then raises.",
+)
