@@ -47,6 +47,7 @@ MAX_REPEATS = 100
 MAX_RETRIES = 10
 MAX_STORED_RETRIES = 100
 MAX_CONSECUTIVE_FAILURES = 1000
+MAX_TRIAL_TIMEOUT_S = 7 * 24 * 3600
 # The validation context under which a spec read back from the database is checked: the
 # bounds set after it was stored do not apply to it (see `StudySpec.from_stored`).
 STORED = "stored"
@@ -116,6 +117,13 @@ class StudySpec(BaseModel):
         le=MAX_CONSECUTIVE_FAILURES,
         description="the workers stop the study as failed after this many trials in a row "
         "fail with an exception (worker.study_failures)",
+    )
+    trial_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_TRIAL_TIMEOUT_S,
+        description="a trial running longer is stopped and recorded FAIL 'timeout after N s' "
+        "(counted, not retried); at most 7 days",
     )
     priority: int = 0
 

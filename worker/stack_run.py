@@ -34,6 +34,7 @@ from worker.trial_run import (
     record_outcome,
     run_claimed_trial,
 )
+from worker.trial_timeout import Deadline
 
 log = logging.getLogger("noisetune.worker")
 
@@ -122,6 +123,7 @@ class _Recorder:
         self.group, self.stop, self.output = group, stop, output
         self.started = time.monotonic()
         self.epoch_started = [[self.started] for _ in group]
+        self.deadline = Deadline(group[0].spec.trial_timeout_s, self.started)
         self.curves: list[list[dict[str, Any]]] = [[] for _ in group]
         self.stopped: list[BaseException | None] = [None] * len(group)
         self.recorded = [False] * len(group)
@@ -147,6 +149,7 @@ class _Recorder:
                 self.waiting.append((i, epoch, point, written))
             self.last[i] = written
             self.output.flush()
+            self.deadline.check()
             if self.stop.is_set():
                 raise WorkerInterrupted
 
@@ -209,7 +212,7 @@ def _train_stack(
     log.info("training trials %s of %s as one stack of %d", numbers, group[0].spec.name, len(group))
     try:
         _limit_torch_threads()
-        with output.capturing():
+        with output.capturing(), recorder.deadline.watched():
             train_stacked(members, device=device)
     except Exception as exc:
         # The stack itself failed: every member still in it fails as a lone trial would.

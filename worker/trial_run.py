@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search_spaces import resolve_trial, trial_attrs
+from search_spaces import StudySpec, resolve_trial, trial_attrs
 from worker.claims import Claim, fail_and_maybe_retry, finish_trial
 from worker.db_retry import with_db_retry
 from worker.reports import report_point
@@ -21,6 +21,7 @@ from worker.settings import WorkerSettings
 from worker.study_failures import counts_as_failure
 from worker.tasks import load_trainer
 from worker.trial_log import TrialOutput
+from worker.trial_timeout import Deadline, TrialTimeout
 
 log = logging.getLogger("noisetune.worker")
 
@@ -87,11 +88,12 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
         record_outcome(claim, claim.error, [], 0.0)
         return
     started = time.monotonic()
+    deadline = Deadline(spec.trial_timeout_s, started)
     epoch_started = [started]
     curve: list[dict[str, Any]] = []
     outcome: dict[str, Any] | Exception
     try:
-        with output.capturing():
+        with output.capturing(), deadline.watched():
             setup = resolve_trial(spec, trial.params)
             trainer = load_trainer(spec.definition)
             _limit_torch_threads()
@@ -116,6 +118,7 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
                         point[trial_attrs.EPOCH_SECONDS] = epoch_seconds(epoch_started)
                         report_point(claim, epoch, point, curve)
                     output.flush()
+                    deadline.check()
                     if stop.is_set():
                         raise WorkerInterrupted
 
@@ -128,7 +131,9 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
             outcome = _aggregate([{k: v for k, v in r.items() if k != "curve"} for r in runs])
     except Exception as exc:
         outcome = exc
-        if not isinstance(exc, WorkerInterrupted | optuna.TrialPruned):
+        if isinstance(exc, TrialTimeout):
+            output.write(f"\nstopped: {timeout_reason(spec)}\n")
+        elif not isinstance(exc, WorkerInterrupted | optuna.TrialPruned):
             output.add_traceback(exc)
     output.flush(force=True)
     record_outcome(claim, outcome, curve, time.monotonic() - started)
@@ -142,6 +147,10 @@ def epoch_seconds(last: list[float]) -> float:
 
 
 MAX_REASON_CHARS = 1000
+
+
+def timeout_reason(spec: StudySpec) -> str:
+    return f"timeout after {spec.trial_timeout_s:g} s"
 
 
 def failure_reason(claim: Claim, exc: BaseException) -> str:
@@ -175,6 +184,14 @@ def record_outcome(
             streak="result",
         )
         log.info("trial %s of %s pruned", trial.number, spec.name)
+        return
+    if isinstance(outcome, TrialTimeout):
+        # Like divergence, the trial's own result: it counts, and a retry would time out too.
+        last = curve[-1] if curve else None
+        reason = timeout_reason(spec)
+        _record(finish_trial, claim, TrialState.FAIL, None, metrics=last, curve=curve,
+                wall_time_s=wall, fail_reason=reason, counted=True)  # fmt: skip
+        log.info("trial %s of %s: %s", trial.number, spec.name, reason)
         return
     if isinstance(outcome, WorkerInterrupted):
         _record(fail_and_maybe_retry, claim, "interrupted: worker stopped", retry_counts=False,

@@ -55,3 +55,22 @@ def test_a_crashing_trainer_leaves_its_output_and_traceback(
     assert server.client.get("/api/v1/studies/fine/trials/9").status_code == 404
     page = server.client.get("/studies/crash/trials/0").text
     assert "ValueError: the loss went negative at step 3" in page and 'id="trial-log"' in page
+
+
+def test_a_trainer_that_stops_reporting_is_stopped_at_its_timeout(
+    server: Server, workers: Workers
+) -> None:
+    worker = workers.start()
+    stuck = {**quadratic_spec("stuck", 1), "task": "spins", "trial_timeout_s": 1.0}
+    server.submit(stuck)
+    server.wait_for(
+        lambda: server.study("stuck")["counts"]["FAIL"] == 1, timeout=30, what="the timeout"
+    )
+    [trial] = server.trials("stuck")
+    assert trial["fail_reason"] == "timeout after 1 s" and trial["duration_s"] < 10
+    assert server.study("stuck")["status"] == "completed"  # counted, not retried
+    server.submit(quadratic_spec("next", 2))
+    server.wait_for(
+        lambda: server.study("next")["status"] == "completed", timeout=60, what="the next study"
+    )
+    assert worker.poll() is None, workers.logs()

@@ -174,3 +174,28 @@ def test_no_stored_poison_option_stops_a_worker(
     assert status in ("failed", "completed")
     if status == "failed":
         assert all(r.split(":")[0].strip() for r in _fail_reasons(storage, "poison"))
+
+
+def test_a_trial_over_its_timeout_fails_counts_and_is_not_retried(
+    storage: optuna.storages.RDBStorage,
+) -> None:
+    spec = _spec("slow", n_trials=2, max_consecutive_failures=1, trial_timeout_s=0.3)
+    spec["task_config"] = {"epochs": 6, "sleep_s": 0.15}
+    register_study(storage, StudySpec.model_validate(spec))
+    worker = Worker(str(storage.engine.url.render_as_string(False)), "cpu", None, 5.0)
+    assert worker.run(max_trials=None, exit_when_idle=True) == 0
+    study = optuna.load_study(study_name="slow", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # counted: no retry queued
+    for t in trials:
+        assert t.user_attrs["fail_reason"] == "timeout after 0.3 s"
+        assert 2 <= len(t.user_attrs["curve"]) < 6  # stopped at the report past 0.3 s
+    row, status, _ = _study(storage, "slow")
+    # A timeout is the trial's result, not an exception: it never fails the study.
+    assert status == "completed" and row.fail_reason is None
+
+
+def test_a_timeout_is_at_most_seven_days() -> None:
+    with pytest.raises(ValueError, match="trial_timeout_s"):
+        StudySpec.model_validate(_spec("long", trial_timeout_s=8 * 86400))
+    assert StudySpec.model_validate(_spec("ok", trial_timeout_s=3600)).trial_timeout_s == 3600

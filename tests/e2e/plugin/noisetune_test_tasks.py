@@ -23,3 +23,13 @@ PRINTS_THEN_RAISES = TaskDefinition(
     trainer="noisetune_test_trainers:prints_then_raises",
     description="A test task whose trainer prints and logs, then raises.",
 )
+
+# Never reports: the worker's watchdog has to stop it.
+SPINS = TaskDefinition(
+    name="spins",
+    config_model=QuadraticConfig,
+    metrics={"loss": "minimize"},
+    primary_metric="loss",
+    trainer="noisetune_test_trainers:spins",
+    description="A test task whose trainer loops without reporting.",
+)

@@ -14,3 +14,8 @@ def prints_then_raises(config: dict[str, Any], *, report: Any = None, **_: Any) 
     if report is not None:
         report(1, {"loss": 1.0, "steps": 3})
     raise ValueError("the loss went negative at step 3")
+
+
+def spins(config: dict[str, Any], **_: Any) -> dict[str, Any]:
+    while True:  # a trainer stuck in a Python loop, reporting nothing
+        pass
