@@ -191,6 +191,14 @@ def worker_command(
             "member's seed."
         ),
     ] = "1",
+    grace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds after SIGTERM within which the worker exits: it stops at the end "
+            "of the current epoch, or interrupts the trainer when the epoch runs longer; "
+            "either way the trial is queued again."
+        ),
+    ] = 30.0,
 ) -> None:
     """Pull trials from the database and train them until stopped."""
     _require_torch("worker")
@@ -206,6 +214,7 @@ def worker_command(
             exit_when_idle=exit_when_idle,
             heartbeat_interval=heartbeat_interval,
             stack=batch,
+            grace=grace,
         )
     )
 

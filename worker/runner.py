@@ -43,7 +43,8 @@ from worker.claims import (
 from worker.db_retry import with_db_retry
 from worker.settings import WorkerSettings
 from worker.stack_run import run_claimed_stacks
-from worker.trial_run import run_claimed_trial
+from worker.trial_run import WorkerInterrupted, run_claimed_trial
+from worker.trial_stop import stop_trainer
 
 log = logging.getLogger("noisetune.worker")
 
@@ -225,10 +226,30 @@ class Worker:
         self._shows_trial = False
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
+DEFAULT_GRACE_S = 30.0
+
+
+def _install_signal_handlers(stop: threading.Event, grace_s: float) -> None:
+    """SIGTERM or Ctrl-C: stop at the end of the current epoch, or after `grace_s` at most.
+
+    A trainer whose epoch does not end within the grace is stopped from outside
+    (worker.trial_stop), its trial queued again as any interrupted trial is.
+    """
+
+    def stop_late() -> None:
+        if stop_trainer(WorkerInterrupted):
+            log.warning("the epoch did not end within %gs: trial interrupted", grace_s)
+
     def handler(signum: int, _frame: Any) -> None:
-        log.warning("signal %s: stopping at the end of the current epoch", signum)
+        if stop.is_set():
+            return
+        log.warning(
+            "signal %s: stopping at the end of the current epoch (at most %gs)", signum, grace_s
+        )
         stop.set()
+        timer = threading.Timer(grace_s, stop_late)
+        timer.daemon = True
+        timer.start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -294,6 +315,7 @@ def run_workers(
     exit_when_idle: bool = False,
     heartbeat_interval: float = 10.0,
     stack: str = "1",
+    grace: float = DEFAULT_GRACE_S,
 ) -> int:
     """Entry point of `noisetune worker`; returns the process exit code."""
     logging.basicConfig(
@@ -303,11 +325,13 @@ def run_workers(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if heartbeat_interval <= 0:
         raise SystemExit(f"--heartbeat-interval must be > 0, got {heartbeat_interval}")
+    if grace < 0:
+        raise SystemExit(f"--grace must be >= 0 seconds, got {grace}")
     k = parse_stack_size(stack)
     url = resolve_url(storage)
     if gpus is not None:
         args = ["--storage", url, "--heartbeat-interval", str(heartbeat_interval)]
-        args += ["--batch", stack]
+        args += ["--batch", stack, "--grace", str(grace)]
         if study:
             args += ["--study", study]
         if max_trials is not None:
@@ -321,7 +345,7 @@ def run_workers(
         worker = Worker(url, device, study, heartbeat_interval, k or auto_stack_size(device))
     except SchemaOutOfDate as exc:
         raise SystemExit(f"noisetune worker: {exc}") from None
-    _install_signal_handlers(worker.stop)
+    _install_signal_handlers(worker.stop, grace)
     started = time.monotonic()
     code = worker.run(max_trials, exit_when_idle)
     log.info("worker %s done after %.1fs", worker.id, time.monotonic() - started)

@@ -34,7 +34,7 @@ from worker.trial_run import (
     record_outcome,
     run_claimed_trial,
 )
-from worker.trial_timeout import Deadline
+from worker.trial_stop import Deadline
 
 log = logging.getLogger("noisetune.worker")
 

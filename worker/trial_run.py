@@ -21,7 +21,7 @@ from worker.settings import WorkerSettings
 from worker.study_failures import counts_as_failure
 from worker.tasks import load_trainer
 from worker.trial_log import TrialOutput
-from worker.trial_timeout import Deadline, TrialTimeout
+from worker.trial_stop import Deadline, TrialTimeout
 
 log = logging.getLogger("noisetune.worker")
 

@@ -132,6 +132,7 @@ def test_worker_command_passes_options_to_run_workers(
         "exit_when_idle": True,
         "heartbeat_interval": 10.0,
         "stack": "auto",
+        "grace": 30.0,
     }
 
 
