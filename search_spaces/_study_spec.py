@@ -25,6 +25,7 @@ from search_spaces._optuna_builders import build_pruner, build_sampler
 from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError, grid_of
 from search_spaces._spec_guards import check_raw_spec
 from search_spaces._tasks import (
+    MAX_EPOCHS,
     MAX_QUADRATIC_SECONDS,
     QUADRATIC,
     Direction,
@@ -124,6 +125,16 @@ class StudySpec(BaseModel):
         le=MAX_TRIAL_TIMEOUT_S,
         description="a trial running longer is stopped and recorded FAIL 'timeout after N s' "
         "(counted, not retried); at most 7 days",
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="trainers that checkpoint save every N epochs (unset: every epoch, at "
+        "most once a minute)",
+    )
+    keep_checkpoints: Literal["none", "best"] = Field(
+        "none", description="what is kept of finished trials' checkpoints: none, or the best's"
     )
     priority: int = 0
 

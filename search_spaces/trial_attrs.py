@@ -15,6 +15,8 @@ METRICS = "metrics"  # the final metrics (a pruned trial: its last epoch's)
 CURVE = "curve"  # one point per epoch: {"epoch", "steps", each metric}
 WALL_TIME_S = "wall_time_s"
 FAIL_REASON = "fail_reason"  # one line: the exception's type and message, "diverged", ...
+FIRST_ATTEMPT = "first_attempt"  # the number of the trial's first attempt (its checkpoints')
+RESUMED_FROM_EPOCH = "resumed_from_epoch"  # the epoch a retry resumed from
 
 # Keys of a curve point besides the epoch's metrics: the epoch, the optimizer steps reached,
 # and the epoch's wall time in seconds.
@@ -33,4 +35,6 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     CURVE: list,
     WALL_TIME_S: (int, float),
     FAIL_REASON: str,
+    FIRST_ATTEMPT: int,
+    RESUMED_FROM_EPOCH: int,
 }

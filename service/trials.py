@@ -153,12 +153,14 @@ def get_trial(storage: RDBStorage, name: str, number: int) -> TrialRecordPublic:
     attrs = storage.get_trial_user_attrs(trial_id)
     curve = attrs.get(trial_attrs.CURVE)
     retry_of, wall = attrs.get(trial_attrs.RETRY_OF), attrs.get(trial_attrs.WALL_TIME_S)
+    resumed = attrs.get(trial_attrs.RESUMED_FROM_EPOCH)
     return TrialRecordPublic.model_validate(
         listed[0].model_dump()
         | {
             "curve": curve if isinstance(curve, list) else [],
             "retry_of": retry_of if isinstance(retry_of, int) else None,
             "wall_time_s": wall if isinstance(wall, int | float) else None,
+            "resumed_from_epoch": resumed if isinstance(resumed, int) else None,
         }
     )
 

@@ -199,6 +199,14 @@ def worker_command(
             "either way the trial is queued again."
         ),
     ] = 30.0,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            help="Where trials keep checkpoints: a directory or an fsspec URL such as "
+            "s3://bucket/prefix (default: $NOISETUNE_CHECKPOINTS, else a "
+            "noisetune-checkpoints folder beside a SQLite database)."
+        ),
+    ] = None,
 ) -> None:
     """Pull trials from the database and train them until stopped."""
     _require_torch("worker")
@@ -215,6 +223,7 @@ def worker_command(
             heartbeat_interval=heartbeat_interval,
             stack=batch,
             grace=grace,
+            checkpoints=checkpoints,
         )
     )
 

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from search_spaces.schema import SchemaOutOfDate
 from search_spaces.storage import now, open_storage, resolve_url
 from search_spaces.tables import workers_table
+from worker.checkpoints import CheckpointStore, default_store_url
 from worker.claims import (
     Claim,
     claim_trials,
@@ -102,8 +103,10 @@ class Worker:
         study: str | None,
         heartbeat_interval: float,
         stack_size: int = 1,
+        checkpoints: str | None = None,
     ) -> None:
         self.storage = open_storage(storage_url, worker=True)
+        self.checkpoints = _checkpoint_store(storage_url, checkpoints)
         self.engine = self.storage.engine
         self.device = device
         self.study = study
@@ -190,9 +193,9 @@ class Worker:
                     self.stop.wait(min(1.0, self.heartbeat_interval))
                     continue
                 if self.stack_size == 1:
-                    run_claimed_trial(claims[0], self.device, self.stop)
+                    run_claimed_trial(claims[0], self.device, self.stop, self.checkpoints)
                 else:
-                    run_claimed_stacks(claims, self.device, self.stop)
+                    run_claimed_stacks(claims, self.device, self.stop, self.checkpoints)
                 done += len(claims)
         finally:
             self._beating.set()
@@ -224,6 +227,19 @@ class Worker:
             what="heartbeat",
         )
         self._shows_trial = False
+
+
+def _checkpoint_store(storage_url: str, given: str | None) -> CheckpointStore | None:
+    """``--checkpoints``, else ``NOISETUNE_CHECKPOINTS``, else a folder beside SQLite."""
+    url = given or WorkerSettings().checkpoints or default_store_url(storage_url)
+    if url is None:
+        log.warning(
+            "no checkpoint store (--checkpoints URL or NOISETUNE_CHECKPOINTS): a trial whose "
+            "worker is lost or stopped starts over from its first epoch"
+        )
+        return None
+    log.info("checkpoints in %s", url)
+    return CheckpointStore(url)
 
 
 DEFAULT_GRACE_S = 30.0
@@ -316,6 +332,7 @@ def run_workers(
     heartbeat_interval: float = 10.0,
     stack: str = "1",
     grace: float = DEFAULT_GRACE_S,
+    checkpoints: str | None = None,
 ) -> int:
     """Entry point of `noisetune worker`; returns the process exit code."""
     logging.basicConfig(
@@ -332,6 +349,8 @@ def run_workers(
     if gpus is not None:
         args = ["--storage", url, "--heartbeat-interval", str(heartbeat_interval)]
         args += ["--batch", stack, "--grace", str(grace)]
+        if checkpoints:
+            args += ["--checkpoints", checkpoints]
         if study:
             args += ["--study", study]
         if max_trials is not None:
@@ -342,7 +361,9 @@ def run_workers(
     device = resolve_device(device)
     _reuse_freed_memory()
     try:
-        worker = Worker(url, device, study, heartbeat_interval, k or auto_stack_size(device))
+        worker = Worker(
+            url, device, study, heartbeat_interval, k or auto_stack_size(device), checkpoints
+        )
     except SchemaOutOfDate as exc:
         raise SystemExit(f"noisetune worker: {exc}") from None
     _install_signal_handlers(worker.stop, grace)

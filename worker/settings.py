@@ -26,6 +26,9 @@ class WorkerSettings(BaseSettings):
     # torch's CPU threads per worker process: the paper's small networks run best on one,
     # and local workers share the cores.
     torch_threads: int = Field(default=1, ge=1, le=1024)
+    # Where trials keep checkpoints: a directory or an fsspec URL (default: a folder beside
+    # a SQLite database; none for other databases).
+    checkpoints: str | None = None
 
     @property
     def storage_url(self) -> str:

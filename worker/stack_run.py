@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 
 from search_spaces import StudySpec, resolve_trial, trial_attrs
+from worker.checkpoints import CheckpointStore
 from worker.claims import Claim, can_stack
 from worker.reports import Report, report_points
 from worker.stacked import StackMember
@@ -76,8 +77,16 @@ def plan_stacks(claims: list[Claim], stack_key: StackKey) -> list[list[Claim]]:
     return [*groups.values(), *alone]
 
 
-def run_claimed_stacks(claims: list[Claim], device: str, stop: threading.Event) -> None:
-    """Train the claims (all of one study) group by group; record every one of them."""
+def run_claimed_stacks(
+    claims: list[Claim],
+    device: str,
+    stop: threading.Event,
+    store: CheckpointStore | None = None,
+) -> None:
+    """Train the claims (all of one study) group by group; record every one of them.
+
+    Claims that train alone checkpoint in `store` as lone trials do; stacks do not (yet).
+    """
     if not claims:
         return
     stacked = load_stacked_trainer(claims[0].spec) if len(claims) > 1 else None
@@ -89,7 +98,7 @@ def run_claimed_stacks(claims: list[Claim], device: str, stop: threading.Event) 
                 _record_safely(claim, WorkerInterrupted(), [], 0.0)
         elif len(group) == 1 or stacked is None:
             for claim in group:
-                run_claimed_trial(claim, device, stop)
+                run_claimed_trial(claim, device, stop, store)
         else:
             _train_stack(group, device, stop, stacked[0])
 

@@ -14,12 +14,14 @@ import optuna
 from optuna.trial import TrialState
 
 from search_spaces import StudySpec, resolve_trial, trial_attrs
-from worker.claims import Claim, fail_and_maybe_retry, finish_trial
+from worker.checkpoints import Checkpoint, CheckpointStore
+from worker.claims import Claim, fail_and_maybe_retry, finish_trial, next_attempt
 from worker.db_retry import with_db_retry
 from worker.reports import report_point
 from worker.settings import WorkerSettings
 from worker.study_failures import counts_as_failure
 from worker.tasks import load_trainer
+from worker.trial_checkpoint import open_checkpoint, settle_checkpoint, takes_checkpoint
 from worker.trial_log import TrialOutput
 from worker.trial_stop import Deadline, TrialTimeout
 
@@ -65,10 +67,16 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_claimed_trial(claim: Claim, device: str, stop: threading.Event) -> None:
-    """Train, then record; a trial already failed by a reaper (we were presumed lost) is left."""
+def run_claimed_trial(
+    claim: Claim, device: str, stop: threading.Event, store: CheckpointStore | None = None
+) -> None:
+    """Train, then record; a trial already failed by a reaper (we were presumed lost) is left.
+
+    With a checkpoint `store`, a trainer that takes checkpoints saves them there, and a
+    retry resumes from its first attempt's (studies with one repeat per trial).
+    """
     try:
-        _train_and_record(claim, device, stop)
+        _train_and_record(claim, device, stop, store)
     except optuna.exceptions.UpdateFinishedTrialError:
         log.warning(
             "trial %s was given up as lost meanwhile; its result is dropped", claim.trial.number
@@ -79,7 +87,9 @@ def _record(fn: Any, *args: Any, **kwargs: Any) -> None:
     with_db_retry(lambda: fn(*args, **kwargs), what="recording a result")
 
 
-def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
+def _train_and_record(
+    claim: Claim, device: str, stop: threading.Event, store: CheckpointStore | None
+) -> None:
     trial, spec = claim.trial, claim.spec
     output = TrialOutput([claim])
     if claim.error is not None:  # its sampler or pruner failed: nothing to train
@@ -92,11 +102,17 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
     epoch_started = [started]
     curve: list[dict[str, Any]] = []
     outcome: dict[str, Any] | Exception
+    checkpoint: Checkpoint | None = None
+    stopping = [False]  # the worker is stopping: the trainer saves, then stops
     try:
         with output.capturing(), deadline.watched():
             setup = resolve_trial(spec, trial.params)
             trainer = load_trainer(spec.definition)
             _limit_torch_threads()
+            extra: dict[str, Any] = {}
+            if store is not None and spec.repeats == 1 and takes_checkpoint(trainer):
+                checkpoint = open_checkpoint(claim, store, curve, stop, output, WorkerInterrupted)
+                extra["checkpoint"] = checkpoint
             runs: list[dict[str, Any]] = []
             for k in range(spec.repeats):
                 config = {**setup.config, "seed": int(setup.config.get("seed", 0)) + k}
@@ -120,11 +136,16 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
                     output.flush()
                     deadline.check()
                     if stop.is_set():
-                        raise WorkerInterrupted
+                        # A checkpointing trainer stops from its save, this epoch's written;
+                        # one that reports again without saving is stopped here.
+                        if checkpoint is None or stopping[0]:
+                            raise WorkerInterrupted
+                        stopping[0] = True
 
                 result = trainer(
-                    config, eta=setup.eta, gamma=setup.gamma, device=device, report=report
-                )
+                    config, eta=setup.eta, gamma=setup.gamma, device=device, report=report,
+                    **extra,
+                )  # fmt: skip
                 runs.append({**result, "curve": epoch_metrics})
                 if result.get("diverged"):
                     break
@@ -137,6 +158,17 @@ def _train_and_record(claim: Claim, device: str, stop: threading.Event) -> None:
             output.add_traceback(exc)
     output.flush(force=True)
     record_outcome(claim, outcome, curve, time.monotonic() - started)
+    if checkpoint is not None and store is not None and _ended_for_good(claim, outcome):
+        settle_checkpoint(claim, store, complete=isinstance(outcome, dict))
+
+
+def _ended_for_good(claim: Claim, outcome: dict[str, Any] | BaseException) -> bool:
+    """Whether no retry of the trial will run (so its checkpoint is of no more use)."""
+    if isinstance(outcome, WorkerInterrupted):
+        return False
+    if isinstance(outcome, dict | optuna.TrialPruned | TrialTimeout):
+        return True
+    return next_attempt(claim.attempt, claim.spec.max_retries, retry_counts=True) is None
 
 
 def epoch_seconds(last: list[float]) -> float:

@@ -133,6 +133,7 @@ def test_worker_command_passes_options_to_run_workers(
         "heartbeat_interval": 10.0,
         "stack": "auto",
         "grace": 30.0,
+        "checkpoints": None,
     }
 
 

@@ -17,7 +17,13 @@ from worker.claims._budget import (
 from worker.claims._cache import ClaimCaches, caches
 from worker.claims._claim import Claim, can_stack, study_spec
 from worker.claims._claiming import claim_trial, claim_trials, suggest_all
-from worker.claims._outcomes import fail_and_maybe_retry, finish_trial, next_attempt, requeue
+from worker.claims._outcomes import (
+    fail_and_maybe_retry,
+    finish_trial,
+    first_attempt,
+    next_attempt,
+    requeue,
+)
 from worker.claims._reaper import reap_lost_trials, release_own_trials
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "claim_trials",
     "fail_and_maybe_retry",
     "finish_trial",
+    "first_attempt",
     "next_attempt",
     "reap_lost_trials",
     "release_own_trials",

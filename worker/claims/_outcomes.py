@@ -102,10 +102,19 @@ def finish_trial(
     tell(study, trial, state, value)
 
 
-def requeue(study: optuna.Study, params: dict[str, Any], attempt: int, retry_of: int) -> None:
-    study.enqueue_trial(
-        params, user_attrs={trial_attrs.ATTEMPT: attempt, trial_attrs.RETRY_OF: retry_of}
-    )
+def requeue(
+    study: optuna.Study, params: dict[str, Any], attempt: int, retry_of: int, first: int
+) -> None:
+    """Queue a trial's parameters again; `first` is its first attempt's number (the key of
+    its checkpoints, which the retry resumes from)."""
+    attrs = {trial_attrs.ATTEMPT: attempt, trial_attrs.RETRY_OF: retry_of}
+    study.enqueue_trial(params, user_attrs={**attrs, trial_attrs.FIRST_ATTEMPT: first})
+
+
+def first_attempt(number: int, user_attrs: dict[str, Any]) -> int:
+    """The number of the first attempt of trial `number`, whose user attributes these are."""
+    first = user_attrs.get(trial_attrs.FIRST_ATTEMPT)
+    return first if isinstance(first, int) else number
 
 
 def requeue_in(
@@ -114,8 +123,10 @@ def requeue_in(
     params: dict[str, Any],
     attempt: int,
     retry_of: int,
+    first: int,
 ) -> None:
-    requeue(optuna.load_study(study_name=study_name, storage=storage), params, attempt, retry_of)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    requeue(study, params, attempt, retry_of, first)
 
 
 def fail_running(storage: optuna.storages.RDBStorage, trial_id: int, reason: str) -> bool:
@@ -155,5 +166,7 @@ def fail_and_maybe_retry(
                 trial_storage(trial).get_trial_system_attrs(trial_db_id(trial)).get("fixed_params")
             )
             params = dict(fixed or {})
-        requeue(claim.study, params, retry, claim.trial.number)
+        trial = claim.trial
+        first = first_attempt(trial.number, trial.user_attrs)
+        requeue(claim.study, params, retry, trial.number, first)
     return retry is not None

@@ -30,7 +30,13 @@ from search_spaces.tables import (
 from worker.claims._budget import claim_lock_key, drop_reservations
 from worker.claims._cache import caches
 from worker.claims._claim import study_spec
-from worker.claims._outcomes import fail_running, mark_run, next_attempt, requeue_in
+from worker.claims._outcomes import (
+    fail_running,
+    first_attempt,
+    mark_run,
+    next_attempt,
+    requeue_in,
+)
 
 log = logging.getLogger("worker.claims")
 
@@ -70,7 +76,8 @@ def fail_orphan(
         fixed = frozen.system_attrs.get("fixed_params")
         if fixed:
             attempt = int(frozen.user_attrs.get(trial_attrs.ATTEMPT, 0))
-            requeue_in(storage, study_name, dict(fixed), attempt, frozen.number)
+            first = first_attempt(frozen.number, frozen.user_attrs)
+            requeue_in(storage, study_name, dict(fixed), attempt, frozen.number, first)
     log.warning("trial %s of %s: worker lost while claiming", frozen.number, study_name)
 
 
@@ -195,6 +202,7 @@ def _give_up(
         mark_run(engine, trial_id, counted=retry is None, reason=reason)
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
         if retry is not None and params:
-            requeue_in(storage, study_name, dict(params), retry, number)
+            first = first_attempt(number, frozen.user_attrs)
+            requeue_in(storage, study_name, dict(params), retry, number, first)
     log.warning("trial %s of %s: %s", number, study_name, reason)
     return True

@@ -12,6 +12,9 @@ The trainer contract (each task module's ``train``)::
 - ``report(epoch, metrics)`` is called after every epoch (epochs count from 1) with all
   of the task's metrics and ``steps``, the optimizer steps taken so far (plots draw noise
   schedules from it); whatever it raises propagates unchanged (pruning, shutdown).
+- A trainer may also take ``checkpoint`` (a ``Checkpoint``): it then resumes from
+  ``checkpoint.load()`` when that gives a state, and calls ``checkpoint.save(state)`` at
+  every epoch end, after the epoch's report. Only trainers that take it are given one.
 - The result holds every metric of the definition plus ``steps`` (optimizer steps),
   ``epochs`` (epochs completed) and ``diverged``. A non-finite loss ends the run early
   with ``diverged: True``; the losses of that epoch are then ``float("nan")``, which
@@ -28,6 +31,17 @@ from typing import Any, Protocol
 from search_spaces import TaskConfig, TaskDefinition
 
 Report = Callable[[int, dict[str, float]], None]
+
+
+class Checkpoint(Protocol):
+    """What a trainer that takes ``checkpoint`` saves through and resumes from."""
+
+    def load(self) -> dict[str, Any] | None:
+        """The state last saved (None: start from scratch)."""
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Called at every epoch end, after its report, with tensors and plain values; the
+        worker decides when to write (and may raise to stop the trainer after writing)."""
 
 
 class Trainer(Protocol):

@@ -30,7 +30,14 @@ from torch.nn import functional as F
 from search_spaces import DEEP_MLP, DeepMLPConfig, derived_seed
 from worker.data import Split, load_digits_split, load_mnist
 from worker.noise import GradientNoise
-from worker.tasks.base import Report, check_noise, final_result, resolve_device, validate
+from worker.tasks.base import (
+    Checkpoint,
+    Report,
+    check_noise,
+    final_result,
+    resolve_device,
+    validate,
+)
 
 N_CLASSES = 10
 SIMPLE_INIT_STD = 0.1
@@ -107,8 +114,15 @@ def train(
     device: str = "cpu",
     report: Report | None = None,
     progress: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
-    """Train the deep MLP with gradient noise (eta, gamma); see the module doc and base."""
+    """Train the deep MLP with gradient noise (eta, gamma); see the module doc and base.
+
+    With a `checkpoint`, it resumes from the state it gives and saves one at every epoch
+    end: the model, the optimizer with its noise (step count and generators), the data
+    order's generator, the epoch and the steps. A resumed run on the CPU is the
+    uninterrupted run, bit for bit.
+    """
     cfg = validate(DEEP_MLP, config)
     assert isinstance(cfg, DeepMLPConfig)
     eta, gamma = check_noise(eta, gamma)
@@ -129,11 +143,18 @@ def train(
     n_train, batch = len(x_train), cfg.batch_size
     n_batches = math.ceil(n_train / batch)
 
-    bar = _progress_bar(cfg.epochs) if progress else None
     metrics: dict[str, float] = {}
     steps, epochs_done, diverged = 0, 0, False
+    resumed = checkpoint.load() if checkpoint is not None else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        order_gen.set_state(resumed["order_generator"])
+        steps, epochs_done = int(resumed["steps"]), int(resumed["epoch"])
+        metrics = dict(resumed["metrics"])
+    bar = _progress_bar(cfg.epochs) if progress else None
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(epochs_done + 1, cfg.epochs + 1):
             perm = torch.randperm(n_train, generator=order_gen).to(dev)
             # One gather per epoch; the minibatches are then views of it.
             xs, ys = x_train[perm].split(batch), y_train[perm].split(batch)
@@ -169,6 +190,17 @@ def train(
                 report(epoch, {**metrics, "steps": steps})
             if diverged:
                 break
+            if checkpoint is not None:
+                checkpoint.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "order_generator": order_gen.get_state(),
+                        "epoch": epoch,
+                        "steps": steps,
+                        "metrics": metrics,
+                    }
+                )
     finally:
         if bar is not None:
             bar.close()
