@@ -59,7 +59,13 @@ def test_killed_workers_are_replaced_and_nothing_is_lost(server: Server, workers
     # A worker killed between claiming and sampling leaves a trial without parameters:
     # nothing ran, so there is nothing to rerun, and it did not count.
     for t in (t for t in lost if t["params"]):
-        reruns = [r for r in trials if r["params"] == t["params"] and r["number"] > t["number"]]
+        # One killed between two suggestions has part of them: its rerun keeps that part.
+        reruns = [
+            r
+            for r in trials
+            if r["number"] > t["number"]
+            and all(r["params"].get(k) == v for k, v in t["params"].items())
+        ]
         assert reruns, f"trial {t['number']} was lost and never rerun: {t}"
     assert Counter(t["state"] for t in trials)["COMPLETE"] == 30
 

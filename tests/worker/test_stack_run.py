@@ -13,6 +13,7 @@ from search_spaces import StudySpec
 from search_spaces.study_rows import register_study
 from worker.claims import Claim, claim_trial
 from worker.stack_run import _Recorder
+from worker.trial_log import TrialOutput
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_waiting_reports_go_in_one_transaction_and_stop_only_their_member(
     storage: optuna.storages.RDBStorage,
 ) -> None:
     group = claims(storage, 6)
-    recorder = _Recorder(group, threading.Event())
+    recorder = _Recorder(group, threading.Event(), TrialOutput(group))
     commits: list[object] = []
 
     def count(conn: object) -> None:
