@@ -149,6 +149,7 @@ def trial_detail(storage: optuna.storages.RDBStorage, name: str, number: int) ->
         "device": attrs.get(trial_attrs.DEVICE),
         "attempt": attrs.get(trial_attrs.ATTEMPT),
         "retry_of": attrs.get(trial_attrs.RETRY_OF),
+        "resumed_from_epoch": attrs.get(trial_attrs.RESUMED_FROM_EPOCH),
         "wall_time_s": attrs.get(trial_attrs.WALL_TIME_S),
         "fail_reason": attrs.get(trial_attrs.FAIL_REASON),
         # Optuna stores naive UTC times (as the trials API reads them too).

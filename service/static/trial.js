@@ -26,7 +26,9 @@
     kv("params", Object.entries(t.params || {}).map(([k, v]) => [k, NT.fmt(v)]));
     kv("run", [
       ["worker", t.worker || "—"], ["host", t.host || "—"], ["device", t.device || "—"],
-      ["attempt", t.attempt === null || t.attempt === undefined ? "—" : String(t.attempt)],
+      ["attempt", (t.attempt === null || t.attempt === undefined ? "—" : String(t.attempt)) +
+        (t.retry_of === null || t.retry_of === undefined ? "" : ` (retry of #${t.retry_of}` +
+          (t.resumed_from_epoch === null ? "" : `, resumed from epoch ${t.resumed_from_epoch}`) + ")")],
       ["started", NT.fmtTime(t.datetime_start)], ["finished", NT.fmtTime(t.datetime_complete)],
       ["duration", NT.fmtDuration(t.duration_s)],
     ]);
