@@ -14,14 +14,10 @@ the minibatch order (and data split) drawn from the first member's seed.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -42,10 +38,15 @@ from worker.claims import (
     unfinished_studies,
 )
 from worker.db_retry import with_db_retry
+from worker.process import (
+    DEFAULT_GRACE_S,
+    install_signal_handlers,
+    reuse_freed_memory,
+    run_per_gpu,
+)
 from worker.settings import WorkerSettings
 from worker.stack_run import run_claimed_stacks
-from worker.trial_run import WorkerInterrupted, run_claimed_trial
-from worker.trial_stop import stop_trainer
+from worker.trial_run import run_claimed_trial
 
 log = logging.getLogger("noisetune.worker")
 
@@ -242,86 +243,6 @@ def _checkpoint_store(storage_url: str, given: str | None) -> CheckpointStore | 
     return CheckpointStore(url)
 
 
-DEFAULT_GRACE_S = 30.0
-
-
-def _install_signal_handlers(stop: threading.Event, grace_s: float) -> None:
-    """SIGTERM or Ctrl-C: stop at the end of the current epoch, or after `grace_s` at most.
-
-    A trainer whose epoch does not end within the grace is stopped from outside
-    (worker.trial_stop), its trial queued again as any interrupted trial is.
-    """
-
-    def stop_late() -> None:
-        if stop_trainer(WorkerInterrupted):
-            log.warning("the epoch did not end within %gs: trial interrupted", grace_s)
-
-    def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            return
-        log.warning(
-            "signal %s: stopping at the end of the current epoch (at most %gs)", signum, grace_s
-        )
-        stop.set()
-        timer = threading.Timer(grace_s, stop_late)
-        timer.daemon = True
-        timer.start()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def _gpu_ids(gpus: str) -> list[str]:
-    if gpus == "all":
-        import torch
-
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise SystemExit("--gpus all: no CUDA device is visible")
-        return [str(i) for i in range(count)]
-    ids = [g.strip() for g in gpus.split(",") if g.strip()]
-    if not ids or not all(g.isdigit() for g in ids):
-        raise SystemExit(f"--gpus must be 'all' or a list like 0,1; got {gpus!r}")
-    return ids
-
-
-def _run_per_gpu(gpus: str, args: list[str]) -> int:
-    """One worker process per GPU; SIGTERM is passed on and the parent waits for all."""
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "worker", "--device", f"cuda:{g}", *args])
-        for g in _gpu_ids(gpus)
-    ]
-
-    def forward(signum: int, _frame: Any) -> None:
-        for p in procs:
-            p.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return max(p.wait() for p in procs)
-
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def _reuse_freed_memory() -> None:
-    """Keep freed memory in the process for the next step's tensors (glibc only).
-
-    glibc hands blocks over 128 KB back to the OS when freed, and maps them anew at the next
-    allocation, where every page faults on first touch. A stack's activations are such
-    blocks (16 members x 128 rows x 50 floats: 400 KB a layer), allocated and freed at
-    every step (benchmarks/stacked.py says what the faults cost). Blocks up to 32 MB
-    (glibc's largest setting) now come from the heap, which keeps up to 256 MB free.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return  # not glibc (musl, macOS): its allocator is left as it is
-    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-    mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
-
-
 def run_workers(
     storage: str | None = None,
     device: str = "auto",
@@ -357,16 +278,16 @@ def run_workers(
             args += ["--max-trials", str(max_trials)]
         if exit_when_idle:
             args.append("--exit-when-idle")
-        return _run_per_gpu(gpus, args)
+        return run_per_gpu(gpus, args)
     device = resolve_device(device)
-    _reuse_freed_memory()
+    reuse_freed_memory()
     try:
         worker = Worker(
             url, device, study, heartbeat_interval, k or auto_stack_size(device), checkpoints
         )
     except SchemaOutOfDate as exc:
         raise SystemExit(f"noisetune worker: {exc}") from None
-    _install_signal_handlers(worker.stop, grace)
+    install_signal_handlers(worker.stop, grace)
     started = time.monotonic()
     code = worker.run(max_trials, exit_when_idle)
     log.info("worker %s done after %.1fs", worker.id, time.monotonic() - started)
