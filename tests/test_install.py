@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes
+
 ROOT = Path(__file__).resolve().parents[1]
 # The noisetune command, in a process where `import torch` fails as it does without torch.
 WITHOUT_TORCH = (

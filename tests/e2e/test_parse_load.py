@@ -12,6 +12,8 @@ import pytest
 
 from tests.e2e.conftest import Server, start_server
 
+pytestmark = pytest.mark.slow  # real processes
+
 PARSE = "/api/v1/specs/parse"
 # The largest body /specs/parse takes: a flow sequence of 64 KiB.
 FLOW = "[" + ", ".join(["1"] * (64 * 1024 // 3 - 1)) + "]"

@@ -61,6 +61,7 @@ def test_the_migrations_make_the_schema_tables_py_describes(storage_url: str) ->
     assert schema_version(open_storage(storage_url).engine) == head_version()
 
 
+@pytest.mark.slow
 def test_many_processes_migrate_one_database_at_once(empty_url: str) -> None:
     procs = [
         subprocess.Popen(
@@ -79,6 +80,7 @@ def test_many_processes_migrate_one_database_at_once(empty_url: str) -> None:
     assert migrate(empty_url) == (head_version(), head_version())
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("empty_url", ["postgresql"], indirect=True)
 def test_an_unmigrated_postgresql_database_stops_serve_and_worker_with_one_line(

@@ -441,6 +441,7 @@ def test_bodies_over_the_limit_are_413(make_client: Any) -> None:
     assert client.post(STUDIES, json=spec()).status_code == 201
 
 
+@pytest.mark.slow
 def test_the_service_never_imports_torch_or_the_worker(tmp_path: Path) -> None:
     script = f"""
 import sys

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import optuna
+import pytest
 from typer.testing import CliRunner
 
 from search_spaces import StudySpec
@@ -62,6 +63,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_serve_submit_and_status_with_real_processes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'served.db'}"
     # A token in the table makes writes need one; it must never reach the server's log.
@@ -227,6 +229,7 @@ def test_demo_and_report_are_wired() -> None:
     assert report.exit_code == 0 and "--output" in report.stdout
 
 
+@pytest.mark.slow
 def test_serve_flags_reach_the_server(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'served.db'}"
     port = free_port()

@@ -206,6 +206,7 @@ print(json.dumps([study.ask()._trial_id for _ in range(10)]))
 """
 
 
+@pytest.mark.slow
 def test_racing_worker_processes_never_pop_one_queued_trial_twice(
     storage_url: str, storage: optuna.storages.RDBStorage, tmp_path: Path
 ) -> None:

@@ -147,6 +147,7 @@ def test_download_offline_is_a_clear_failure(
     assert invoke(app, "data", "download", "cifar10").exit_code == 2
 
 
+@pytest.mark.slow
 def test_train_in_a_real_process_with_progress_bar() -> None:
     code = (
         "import sys, typer; from worker.cli import register; app = typer.Typer(); "
