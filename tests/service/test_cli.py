@@ -63,33 +63,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`noisetune serve ARGS` on a free port, once it answers /healthz; (process, its URL)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    with open(log, "wb") as fh:
+        server = subprocess.Popen(
+            [*noisetune(), "serve", "--port", str(port), *args],
+            stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path, env=clean_env(),
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError("server did not come up:\n" + log.read_text())
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_serve_submit_and_status_with_real_processes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'served.db'}"
     # A token in the table makes writes need one; it must never reach the server's log.
     token = create_token(open_storage(url).engine, "write")
-    port = free_port()
-    server_url = f"http://127.0.0.1:{port}"
+    server, server_url = _serve(tmp_path, "--storage", url)
     log = tmp_path / "server.log"
-    with open(log, "wb") as fh:
-        server = subprocess.Popen(
-            [*noisetune(), "serve", "--port", str(port), "--storage", url],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            env=clean_env(),
-        )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{server_url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
-            time.sleep(0.2)
         (tmp_path / "spec.yaml").write_text(SPEC_YAML)
 
         submitted = run(
@@ -232,30 +237,11 @@ def test_demo_and_report_are_wired() -> None:
 @pytest.mark.slow
 def test_serve_flags_reach_the_server(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'served.db'}"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    args = ["--storage", url, "--auth", "required", "--read-requires-token",
+            "--allowed-hosts", "svc.lab.org"]  # fmt: skip
+    server, base = _serve(tmp_path, *args)
     log = tmp_path / "server.log"
-    args = ["serve", "--port", str(port), "--storage", url, "--auth", "required",
-            "--read-requires-token", "--allowed-hosts", "svc.lab.org"]  # fmt: skip
-    with open(log, "wb") as fh:
-        server = subprocess.Popen(
-            [*noisetune(), *args],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            env=clean_env(),
-        )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
-            time.sleep(0.2)
         assert httpx.get(f"{base}/api/v1/studies").status_code == 401
         body = {"name": "s", "task": "quadratic"}
         assert httpx.post(f"{base}/api/v1/studies", json=body).status_code == 401
