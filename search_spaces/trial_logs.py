@@ -28,8 +28,9 @@ class TrialLog:
         """The text as served: a note of what was dropped first, when anything was."""
         if not self.dropped_bytes:
             return self.text
+        kept = f"{MAX_LOG_BYTES // 2**20} MiB"
         return (
-            f"[... {self.dropped_bytes} earlier bytes dropped: the log keeps the last 1 MiB]\n"
+            f"[... {self.dropped_bytes} earlier bytes dropped: the log keeps the last {kept}]\n"
             + (self.text)
         )
 

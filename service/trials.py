@@ -21,6 +21,7 @@ from search_spaces.optuna_adapter import (
     utc,
     values_table,
 )
+from search_spaces.study_rows import StudyRow
 from search_spaces.trial_logs import read_log
 from service.schemas import TRIAL_STATES, TrialPublic, TrialRecordPublic, TrialsPublic
 from service.studies import InvalidInput, require_row
@@ -136,19 +137,23 @@ class TrialNotFound(LookupError):
         super().__init__(f"study {name!r} has no trial number {number}")
 
 
-def trial_id_of(storage: RDBStorage, name: str, number: int) -> int:
-    """Trial `number` of the study, as Optuna's row id; `TrialNotFound` (404) if none."""
+def find_trial(storage: RDBStorage, name: str, number: int) -> tuple[StudyRow, int]:
+    """The study's row and trial `number`'s id in Optuna's tables; 404s when either is none."""
     row = require_row(storage, name)
     try:
-        return storage.get_trial_id_from_study_id_trial_number(row.study_id, number)
+        return row, storage.get_trial_id_from_study_id_trial_number(row.study_id, number)
     except KeyError:
         raise TrialNotFound(name, number) from None
 
 
+def trial_id_of(storage: RDBStorage, name: str, number: int) -> int:
+    """Trial `number` of the study, as Optuna's row id; `TrialNotFound` (404) if none."""
+    return find_trial(storage, name, number)[1]
+
+
 def get_trial(storage: RDBStorage, name: str, number: int) -> TrialRecordPublic:
     """Trial `number` in full: its list entry, curve, the trial it retries, its wall time."""
-    trial_id = trial_id_of(storage, name, number)
-    row = require_row(storage, name)
+    row, trial_id = find_trial(storage, name, number)
     listed, _ = _load_page(storage.engine, row.study_id, None, 0, 1, number=number)
     attrs = storage.get_trial_user_attrs(trial_id)
     curve = attrs.get(trial_attrs.CURVE)

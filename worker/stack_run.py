@@ -226,7 +226,6 @@ def _train_stack(
     except Exception as exc:
         # The stack itself failed: every member still in it fails as a lone trial would.
         output.add_traceback(exc)
-        output.flush(force=True)
         for i in range(len(group)):
             if not recorder.recorded[i]:
                 recorder.record(i, exc)

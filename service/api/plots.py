@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from search_spaces import StudySpec
 from service import plots
 from service.deps import ReadAccess, StorageDep
-from service.plots._trial import TrialNotFound, load_trial, trial_curve_figure, trial_curve_info
+from service.plots._trial import load_trial, trial_curve_figure, trial_curve_info
 from service.responses import SafeJSONResponse
 from service.schemas import Evaluator
 from service.spec_text import SpecTextError, load_yaml
@@ -72,10 +72,7 @@ def read_trial_curve(
     name: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)], storage: StorageDep
 ) -> Response:
     """Every per-epoch metric one trial recorded, as a Plotly figure."""
-    try:
-        trial, metric = load_trial(storage, name, number)
-    except TrialNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    trial, metric = load_trial(storage, name, number)  # TrialNotFound: 404 (service.app)
     fig = trial_curve_figure(trial_curve_info(trial, metric))
     return Response(content=fig.to_json(), media_type="application/json")
 

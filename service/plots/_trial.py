@@ -13,8 +13,7 @@ from plotly.subplots import make_subplots
 
 from search_spaces import trial_attrs
 from service.plots._figures import FONT, STATE_COLORS, add_note
-from service.studies import require_row
-from service.trials import TrialNotFound
+from service.trials import find_trial
 
 # Curve keys that are bookkeeping, not metrics to draw.
 _NOT_METRICS = {
@@ -111,11 +110,7 @@ def load_trial(
     storage: optuna.storages.RDBStorage, name: str, number: int
 ) -> tuple[FrozenTrial, str]:
     """The trial, and the study metric its value is."""
-    row = require_row(storage, name)
-    try:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(row.study_id, number)
-    except KeyError:
-        raise TrialNotFound(name, number) from None
+    row, trial_id = find_trial(storage, name, number)
     return storage.get_trial(trial_id), str(row.spec.get("metric") or "value")
 
 

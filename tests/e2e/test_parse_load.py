@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, start_server
+from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.slow  # real processes
 
@@ -27,22 +26,13 @@ def storage_url(tmp_path: Path, _sqlite_template: Path) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture
-def served(storage_url: str, tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(storage_url, tmp_path)
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
-def test_healthz_answers_while_maximal_specs_parse(served: Server) -> None:
+def test_healthz_answers_while_maximal_specs_parse(server: Server) -> None:
     assert len(FLOW.encode()) <= 64 * 1024
     stop = threading.Event()
     parsed: list[int] = []
 
     def parse_forever() -> None:
-        with httpx.Client(base_url=served.url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
             while not stop.is_set():
                 answer = client.post(
                     PARSE, content=FLOW, headers={"content-type": "application/yaml"}
@@ -56,7 +46,7 @@ def test_healthz_answers_while_maximal_specs_parse(served: Server) -> None:
         while not parsed:  # the parses are under way
             time.sleep(0.01)
         waits = []
-        with httpx.Client(base_url=served.url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
             for _ in range(10):
                 started = time.monotonic()
                 assert client.get("/healthz").status_code == 200
