@@ -5,65 +5,114 @@ with s3fs installed; ``memory://`` in tests). A trial's checkpoint is keyed by i
 and the number of its first attempt, so a retry of a lost or interrupted trial finds the
 checkpoint its first attempt (or any later one) saved. Writes go to a temporary name and
 are then moved over the old checkpoint: a crash during a save leaves the previous one
-readable. Loading never unpickles arbitrary objects (``torch.load(weights_only=True)``).
+readable. Loading never unpickles anything (see ``worker.checkpoint_format``).
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
-import torch
 from sqlalchemy.engine import make_url
+
+from worker import checkpoint_format
 
 log = logging.getLogger("noisetune.worker")
 
 DEFAULT_DIR_NAME = "noisetune-checkpoints"
 # Without checkpoint_every, a trainer saves at every epoch end but at most this often.
 MIN_SAVE_INTERVAL_S = 60.0
+T = TypeVar("T")
 
 
 class CheckpointStore:
-    """Checkpoints under one directory or fsspec URL."""
+    """Checkpoints under one directory or fsspec URL.
+
+    ``save`` takes a snapshot of the state (its bytes) and leaves the writing to one
+    background thread, so training goes on while the file system works (on ext4, replacing
+    a file by a rename waits for its data: a millisecond, a few percent of a small epoch).
+    Every other call first waits for the writes before it, so what ``load`` reads and what
+    ``remove`` removes is what was saved last. A failed write is raised by the next call.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.fs, self.root = fsspec.core.url_to_fs(url)
         self.fs.makedirs(self.root, exist_ok=True)
+        self._folders: set[str] = set()  # made already: a save need not ask again
+        self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None  # made at the first save
+        self._last: Future[Any] | None = None
 
     def _path(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key}.pt"
 
-    def save(self, key: str, state: dict[str, Any]) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        path = self._path(key)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        temporary = f"{path}.{uuid.uuid4().hex}.partial"
-        with self.fs.open(temporary, "wb") as fh:
-            fh.write(buffer.getvalue())
-        self.fs.mv(temporary, path)  # a rename on a file system: the old one or the new one
+    def save(self, key: str, state: dict[str, Any], *, wait: bool = False) -> None:
+        """Save `state` under `key`; written in the background unless `wait`."""
+        data = b"".join(checkpoint_format.dumps(state))  # a copy: training changes the tensors
+        self._run(self._write, key, data, wait=wait)
 
     def load(self, key: str) -> dict[str, Any] | None:
+        state: dict[str, Any] | None = self._run(self._read, key, wait=True)
+        return state
+
+    def remove(self, key: str) -> None:
+        self._run(self._remove, key, wait=True)
+
+    def copy(self, key: str, to: str) -> None:
+        self._run(self._copy, key, to, wait=True)
+
+    def wait(self) -> None:
+        """Wait for every save so far; raise what a failed one raised."""
+        self._run(lambda: None, wait=True)
+
+    def _run(self, job: Callable[..., T], *args: Any, wait: bool) -> T | None:
+        with self._lock:
+            previous, self._last = self._last, None
+        if previous is not None:
+            previous.result()  # done long ago as a rule (it had an epoch); raises its error
+        with self._lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-writer")
+            # One thread, first come first served: a job runs after every save before it.
+            future = self._writer.submit(job, *args)
+            if not wait:
+                self._last = future
+        return future.result() if wait else None
+
+    def _write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        folder = path.rsplit("/", 1)[0]
+        if folder not in self._folders:
+            self.fs.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        temporary = f"{path}.{uuid.uuid4().hex}.partial"
+        with self.fs.open(temporary, "wb") as fh:
+            fh.write(data)
+        self.fs.mv(temporary, path)  # a rename on a file system: the old one or the new one
+
+    def _read(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
         if not self.fs.exists(path):
             return None
         with self.fs.open(path, "rb") as fh:
             data = fh.read()
-        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        state = checkpoint_format.loads(data)
         return state if isinstance(state, dict) else None
 
-    def remove(self, key: str) -> None:
+    def _remove(self, key: str) -> None:
         path = self._path(key)
         if self.fs.exists(path):
             self.fs.rm(path)
 
-    def copy(self, key: str, to: str) -> None:
+    def _copy(self, key: str, to: str) -> None:
         path = self._path(key)
         if self.fs.exists(path):
             self.fs.copy(path, self._path(to))
@@ -115,7 +164,8 @@ class Checkpoint:
             due = time.monotonic() - self.saved_at >= MIN_SAVE_INTERVAL_S
         if due or stop:
             epoch = self.curve[-1]["epoch"] if self.curve else 0
-            self.store.save(self.key, {"trainer": state, "curve": list(self.curve), "epoch": epoch})
+            saved = {"trainer": state, "curve": list(self.curve), "epoch": epoch}
+            self.store.save(self.key, saved, wait=stop)  # on disk before the worker goes
             self.saved_at = time.monotonic()
         if stop:
             raise self.stop_exc

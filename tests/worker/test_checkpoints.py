@@ -55,25 +55,37 @@ def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(store: Checkpoin
 def test_a_crash_during_a_save_leaves_the_previous_checkpoint(
     store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store.save("s/0", {"epoch": 1, "weights": torch.ones(3)})
+    store.save("s/0", {"epoch": 1, "weights": torch.ones(3)}, wait=True)
 
     def crash(*_: Any, **__: Any) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(store.fs, "mv", crash)  # the write happened; the swap did not
-    with pytest.raises(OSError):
-        store.save("s/0", {"epoch": 2, "weights": torch.zeros(3)})
+    store.save("s/0", {"epoch": 2, "weights": torch.zeros(3)})  # written in the background
+    with pytest.raises(OSError, match="disk full"):
+        store.load("s/0")  # the failed write is raised by the next call
     kept = store.load("s/0")
     assert kept is not None and kept["epoch"] == 1 and torch.equal(kept["weights"], torch.ones(3))
 
 
 def test_loading_never_unpickles_arbitrary_objects(store: CheckpointStore) -> None:
-    store.save("s/0", {"fine": torch.ones(1)})
+    store.save("s/0", {"fine": torch.ones(1)}, wait=True)
     path = store._path("s/0")
     with store.fs.open(path, "wb") as fh:  # a checkpoint holding a class instance
         torch.save({"evil": Stopped()}, fh)
     with pytest.raises(Exception, match="[Ww]eights only"):
         store.load("s/0")
+
+
+def test_saves_are_written_in_order_before_anything_that_follows(store: CheckpointStore) -> None:
+    for epoch in range(1, 21):  # in the background, one after the other
+        store.save("s/0", {"epoch": epoch, "weights": torch.full((100,), float(epoch))})
+    loaded = store.load("s/0")
+    assert loaded is not None and loaded["epoch"] == 20 and bool((loaded["weights"] == 20).all())
+    store.save("s/0", {"epoch": 21})
+    store.remove("s/0")  # after the save before it: nothing is left behind
+    store.wait()
+    assert store.load("s/0") is None
 
 
 def test_the_default_store_sits_beside_a_sqlite_database(tmp_path: Path) -> None:
