@@ -126,13 +126,37 @@ def default_store_url(storage_url: str) -> str | None:
     return str(Path(url.database).resolve().parent / DEFAULT_DIR_NAME)
 
 
+class SaveCadence:
+    """Which epoch ends write a checkpoint: every `every` epochs, or (None) at most once a
+    minute. One cadence serves all members of a stack, so that they save at the same
+    epochs and a stack lost as a whole resumes as a whole."""
+
+    def __init__(self, every: int | None) -> None:
+        self.every = every
+        self.saved_at = time.monotonic()
+        self._decided: tuple[int, bool] = (0, False)
+
+    def due(self, asked: int) -> bool:
+        """Whether the `asked`-th save request (counting from 1) writes."""
+        if self._decided[0] != asked:
+            if self.every is not None:
+                due = asked % self.every == 0
+            else:
+                due = time.monotonic() - self.saved_at >= MIN_SAVE_INTERVAL_S
+            if due:
+                self.saved_at = time.monotonic()
+            self._decided = (asked, due)
+        return self._decided[1]
+
+
 class Checkpoint:
     """What a trainer that takes ``checkpoint`` saves through and resumes from.
 
     ``load()`` gives the last saved state (None: start from scratch); ``save(state)`` at
-    every epoch end, which writes as the study asks: every `every` epochs, or (unset) at
-    most once a minute; and always when the worker is stopping, after which it raises the
-    worker's stop exception.
+    every epoch end, which writes as the study asks (``SaveCadence``); and always when the
+    worker is stopping, after which it raises the worker's stop exception. `state` may be
+    a function that returns it, called only when a save is due (a stack's members then
+    build their states only at the epochs that write them).
     """
 
     def __init__(
@@ -145,27 +169,24 @@ class Checkpoint:
         curve: list[dict[str, Any]],
         stopping: Any,
         stop_exc: type[BaseException],
+        cadence: SaveCadence | None = None,
     ) -> None:
-        self.store, self.key, self.every = store, key, every
+        self.store, self.key = store, key
+        self.cadence = cadence if cadence is not None else SaveCadence(every)
         self.resumed = resumed
         self.curve, self.stopping, self.stop_exc = curve, stopping, stop_exc
         self.saves_asked = 0
-        self.saved_at = time.monotonic()
 
     def load(self) -> dict[str, Any] | None:
         return None if self.resumed is None else self.resumed.get("trainer")
 
-    def save(self, state: dict[str, Any]) -> None:
+    def save(self, state: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         self.saves_asked += 1
         stop = bool(self.stopping())
-        if self.every is not None:
-            due = self.saves_asked % self.every == 0
-        else:
-            due = time.monotonic() - self.saved_at >= MIN_SAVE_INTERVAL_S
-        if due or stop:
+        if self.cadence.due(self.saves_asked) or stop:
+            trainer_state = state() if callable(state) else state
             epoch = self.curve[-1]["epoch"] if self.curve else 0
-            saved = {"trainer": state, "curve": list(self.curve), "epoch": epoch}
+            saved = {"trainer": trainer_state, "curve": list(self.curve), "epoch": epoch}
             self.store.save(self.key, saved, wait=stop)  # on disk before the worker goes
-            self.saved_at = time.monotonic()
         if stop:
             raise self.stop_exc

@@ -46,7 +46,6 @@ from worker.process import (
 )
 from worker.settings import WorkerSettings
 from worker.stack_run import run_claimed_stacks
-from worker.trial_run import run_claimed_trial
 
 log = logging.getLogger("noisetune.worker")
 
@@ -193,10 +192,8 @@ class Worker:
                         break
                     self.stop.wait(min(1.0, self.heartbeat_interval))
                     continue
-                if self.stack_size == 1:
-                    run_claimed_trial(claims[0], self.device, self.stop, self.checkpoints)
-                else:
-                    run_claimed_stacks(claims, self.device, self.stop, self.checkpoints)
+                # One claim too: a retry of a stack's member resumes as a stack of one.
+                run_claimed_stacks(claims, self.device, self.stop, self.checkpoints)
                 done += len(claims)
         finally:
             self._beating.set()

@@ -22,15 +22,17 @@ from typing import Any
 import optuna
 
 from search_spaces import StudySpec, resolve_trial, trial_attrs
-from worker.checkpoints import CheckpointStore
+from worker.checkpoints import Checkpoint, CheckpointStore, SaveCadence
 from worker.claims import Claim, can_stack
 from worker.reports import Report, report_points
 from worker.stacked import StackMember
 from worker.tasks.base import check_noise
+from worker.trial_checkpoint import checkpoint_key, open_checkpoint, settle_checkpoint
 from worker.trial_log import TrialOutput
 from worker.trial_run import (
     WorkerInterrupted,
     _limit_torch_threads,
+    ended_for_good,
     epoch_seconds,
     record_outcome,
     run_claimed_trial,
@@ -58,23 +60,55 @@ def load_stacked_trainer(spec: StudySpec) -> tuple[StackedTrainer, StackKey] | N
         return None
 
 
-def plan_stacks(claims: list[Claim], stack_key: StackKey) -> list[list[Claim]]:
-    """Claims grouped by stack key, in claim order; a claim whose setup is bad runs alone."""
+def plan_stacks(
+    claims: list[Claim], stack_key: StackKey, saved: dict[int, dict[str, Any] | None] | None = None
+) -> list[list[Claim]]:
+    """Claims grouped by stack key, in claim order; a claim whose setup is bad runs alone.
+
+    With `saved` (each claim's checkpoint state by trial number, see ``saved_states``),
+    retries of stack members are grouped by where they resume (``resume_mark``), apart
+    from fresh claims; a claim whose checkpoint a lone run wrote resumes alone.
+    """
+    saved = saved or {}
     groups: dict[tuple[Any, ...], list[Claim]] = {}
     alone: list[list[Claim]] = []
     for claim in claims:
         if claim.error is not None:
             alone.append([claim])  # failed with its sampler's error, untrained
             continue
+        state = saved.get(claim.trial.number)
+        if state is not None and resume_mark(state) is None:
+            alone.append([claim])  # a lone run's checkpoint: it resumes as it ran
+            continue
         try:
             setup = resolve_trial(claim.spec, claim.trial.params)
             check_noise(setup.eta, setup.gamma)
-            key = stack_key(setup.config)
+            key = (stack_key(setup.config), resume_mark(state) if state is not None else None)
         except Exception:
             alone.append([claim])  # the single path reports the error as it always has
             continue
         groups.setdefault(key, []).append(claim)
     return [*groups.values(), *alone]
+
+
+def resume_mark(state: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What members must share to resume in one stack (a stacked trainer saves it as its
+    state's ``stack`` entry); None for a lone run's checkpoint."""
+    mark = state.get("stack")
+    return tuple(sorted(mark.items())) if isinstance(mark, dict) else None
+
+
+def saved_states(claims: list[Claim], store: CheckpointStore) -> dict[int, dict[str, Any] | None]:
+    """Each claim's checkpoint state (None: none, or unreadable: the trial logs why)."""
+    states: dict[int, dict[str, Any] | None] = {}
+    for claim in claims:
+        try:
+            saved = store.load(checkpoint_key(claim))
+        except Exception:
+            saved = None
+        trainer_state = saved.get("trainer") if saved is not None else None
+        states[claim.trial.number] = trainer_state if isinstance(trainer_state, dict) else None
+    return states
 
 
 def run_claimed_stacks(
@@ -85,22 +119,27 @@ def run_claimed_stacks(
 ) -> None:
     """Train the claims (all of one study) group by group; record every one of them.
 
-    Claims that train alone checkpoint in `store` as lone trials do; stacks do not (yet).
+    With a checkpoint `store`, lone trials and stack members checkpoint there, and retries
+    resume: a member's retry in a stack with the retries that saved at its epoch from the
+    same data (see plan_stacks), or alone as a stack of one.
     """
     if not claims:
         return
-    stacked = load_stacked_trainer(claims[0].spec) if len(claims) > 1 else None
-    groups = [[c] for c in claims] if stacked is None else plan_stacks(claims, stacked[1])
+    spec = claims[0].spec
+    saved = saved_states(claims, store) if store is not None and can_stack(spec) else {}
+    in_stack = {n for n, state in saved.items() if state is not None and resume_mark(state)}
+    stacked = load_stacked_trainer(spec) if len(claims) > 1 or in_stack else None
+    groups = [[c] for c in claims] if stacked is None else plan_stacks(claims, stacked[1], saved)
     for group in groups:
         if stop.is_set():
             # Not started: queued again at once, as a lone trial stopped at its first epoch is.
             for claim in group:
                 _record_safely(claim, WorkerInterrupted(), [], 0.0)
-        elif len(group) == 1 or stacked is None:
+        elif stacked is None or (len(group) == 1 and group[0].trial.number not in in_stack):
             for claim in group:
                 run_claimed_trial(claim, device, stop, store)
         else:
-            _train_stack(group, device, stop, stacked[0])
+            _train_stack(group, device, stop, stacked[0], store)
 
 
 def _record_safely(
@@ -128,8 +167,19 @@ class _Recorder:
     falls more than an epoch behind.
     """
 
-    def __init__(self, group: list[Claim], stop: threading.Event, output: TrialOutput) -> None:
-        self.group, self.stop, self.output = group, stop, output
+    def __init__(
+        self,
+        group: list[Claim],
+        stop: threading.Event,
+        output: TrialOutput,
+        store: CheckpointStore | None,
+    ) -> None:
+        self.group, self.stop, self.output, self.store = group, stop, output, store
+        # What a member's checkpoint saves: its curve as reported, while `curves` (the
+        # record's) is written in the background.
+        self.saving_curves: list[list[dict[str, Any]]] = [[] for _ in group]
+        self.checkpoints: list[Checkpoint | None] = [None] * len(group)
+        self.stopping = [False] * len(group)
         self.started = time.monotonic()
         self.epoch_started = [[self.started] for _ in group]
         self.deadline = Deadline(group[0].spec.trial_timeout_s, self.started)
@@ -152,6 +202,7 @@ class _Recorder:
                 raise stopped
             written: Future[None] = Future()
             point = {**metrics, trial_attrs.EPOCH_SECONDS: epoch_seconds(self.epoch_started[i])}
+            self.saving_curves[i].append({"epoch": epoch, **point})
             with self.lock:
                 if not self.waiting:  # else a job is queued that will take this one too
                     self.jobs.append(self.pool.submit(self._report_waiting))
@@ -160,7 +211,11 @@ class _Recorder:
             self.output.flush()
             self.deadline.check()
             if self.stop.is_set():
-                raise WorkerInterrupted
+                # A checkpointing member stops from its save, this epoch's written; one
+                # that reports again without saving is stopped here.
+                if self.checkpoints[i] is None or self.stopping[i]:
+                    raise WorkerInterrupted
+                self.stopping[i] = True
 
         return report
 
@@ -195,7 +250,12 @@ class _Recorder:
         # What its own reports decided comes first, as it would have stopped a lone trial.
         stopped = self.stopped[i]
         outcome = stopped if stopped is not None else result
-        _record_safely(self.group[i], outcome, self.curves[i], wall)
+        claim = self.group[i]
+        _record_safely(claim, outcome, self.curves[i], wall)
+        checkpointed = self.store is not None and self.checkpoints[i] is not None
+        if checkpointed and ended_for_good(claim, outcome):
+            assert self.store is not None
+            settle_checkpoint(claim, self.store, complete=isinstance(outcome, dict))
 
     def close(self) -> None:
         """Wait for every report and result; a database failure is raised here."""
@@ -205,21 +265,36 @@ class _Recorder:
 
 
 def _train_stack(
-    group: list[Claim], device: str, stop: threading.Event, train_stacked: StackedTrainer
+    group: list[Claim],
+    device: str,
+    stop: threading.Event,
+    train_stacked: StackedTrainer,
+    store: CheckpointStore | None,
 ) -> None:
     numbers = ", ".join(str(c.trial.number) for c in group)
     output = TrialOutput(group, f"(shared by the stack of trials {numbers}: they trained as one)\n")
-    recorder = _Recorder(group, stop, output)
-    members = []
-    for i, claim in enumerate(group):
-        setup = resolve_trial(claim.spec, claim.trial.params)
-        members.append(
-            StackMember(
-                setup.config, setup.eta, setup.gamma, recorder.report_for(i), recorder.done_for(i)
-            )
-        )
+    recorder = _Recorder(group, stop, output, store)
+    cadence = SaveCadence(group[0].spec.checkpoint_every)  # the members save at one epoch
     log.info("training trials %s of %s as one stack of %d", numbers, group[0].spec.name, len(group))
     try:
+        members = []
+        for i, claim in enumerate(group):
+            setup = resolve_trial(claim.spec, claim.trial.params)
+            if store is not None:
+                recorder.checkpoints[i] = open_checkpoint(
+                    claim, store, recorder.curves[i], stop, output, WorkerInterrupted,
+                    cadence=cadence, saving_curve=recorder.saving_curves[i],
+                )  # fmt: skip
+            members.append(
+                StackMember(
+                    setup.config,
+                    setup.eta,
+                    setup.gamma,
+                    recorder.report_for(i),
+                    recorder.done_for(i),
+                    checkpoint=recorder.checkpoints[i],
+                )  # fmt: skip
+            )
         _limit_torch_threads()
         with output.capturing(), recorder.deadline.watched():
             train_stacked(members, device=device)

@@ -12,6 +12,10 @@ all of them. The contract (a task's ``stacked_trainer``)::
   whatever it raises stops that member only, and becomes its result.
 - A member whose loss turns non-finite ends with ``diverged: True`` as a lone run would; the
   others do not notice. A member that ends leaves the stack.
+- ``member.checkpoint``, when given, is the member's ``Checkpoint`` (see worker.tasks.base):
+  a trainer that supports it saves each member at epoch ends, after its report, and
+  resumes members whose ``load()`` gives a state. Whatever ``save`` raises stops that
+  member only. Members resume together only from one point (the worker groups them).
 - ``member.done(result)``, when given, is called once as the member leaves, with what the
   returned list will hold for it; an exception that escapes ``done`` ends the whole stack.
 - Any other exception ends the whole stack and propagates.
@@ -49,6 +53,7 @@ class StackMember:
     gamma: float
     report: Callable[[int, dict[str, float]], None] | None = None
     done: Callable[[dict[str, Any] | BaseException], None] | None = None
+    checkpoint: Any = None  # a worker.tasks.base.Checkpoint, for trainers that resume
 
 
 def member_column(values: Sequence[float] | Tensor, like: Tensor) -> Tensor:
@@ -148,6 +153,22 @@ class StackedOptimizer:
                 p.addcdiv_(exp_avg, denom, value=-(self.shared_lr / bias_correction1))
             else:
                 p.addcmul_(exp_avg / denom, member_column(step_sizes, p), value=-1)
+
+    def member_state(self, k: int) -> dict[str, Any]:
+        """Member k's rows of the optimizer's state, for its checkpoint (views)."""
+        rows = [{name: t[k] for name, t in state.items()} for state in self.state]
+        return {"steps": self.steps, "state": rows}
+
+    def load_member_state(self, k: int, saved: dict[str, Any]) -> None:
+        """Put a checkpoint's rows (``member_state``) in member k's place.
+
+        Members resumed into one stack share the step count (they resume from one epoch)."""
+        self.steps = int(saved["steps"])
+        for param, state, rows in zip(self.params, self.state, saved["state"], strict=True):
+            for name, row in rows.items():
+                if name not in state:
+                    state[name] = torch.zeros_like(param)
+                state[name][k].copy_(row)
 
     def keep(self, index: Tensor, params: Sequence[Tensor]) -> None:
         """Keep the listed members only: ``params`` are the compacted parameters."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -45,6 +46,8 @@ class StackedGradientNoise:
       order. A member whose sigma_t is 0 draws nothing and gets nothing added.
     - ``keep(index)`` drops the members not listed (and reorders the rest) when a stack is
       compacted; each member keeps its own generator and step.
+    - ``member_state(k)`` / ``load_member_state(k, state)``: member k's step and generator,
+      so that a member resumed from a checkpoint, in any stack, draws what it would have.
     """
 
     def __init__(
@@ -128,6 +131,15 @@ class StackedGradientNoise:
         self.t = [self.t[i] for i in index]
         self.generators = [self.generators[i] for i in index]
         self._allocate(len(index))
+
+    def member_state(self, k: int) -> dict[str, Any]:
+        """Member k's step and generator, for its checkpoint."""
+        return {"t": self.t[k], "generator": self.generators[k].get_state()}
+
+    def load_member_state(self, k: int, state: dict[str, Any]) -> None:
+        """Continue member k from ``member_state``'s output (its schedule stays its own)."""
+        self.t[k] = int(state["t"])
+        self.generators[k].set_state(state["generator"])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k}, schedules={self.schedules}, t={self.t})"

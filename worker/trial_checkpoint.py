@@ -21,7 +21,7 @@ from search_spaces.optuna_adapter import (
     write_intermediate_values,
     write_user_attrs,
 )
-from worker.checkpoints import Checkpoint, CheckpointStore
+from worker.checkpoints import Checkpoint, CheckpointStore, SaveCadence
 from worker.claims import Claim, first_attempt
 from worker.db_retry import with_db_retry
 from worker.trial_log import TrialOutput
@@ -55,9 +55,16 @@ def open_checkpoint(
     stop: threading.Event,
     output: TrialOutput,
     stop_exc: type[BaseException],
+    *,
+    cadence: SaveCadence | None = None,
+    saving_curve: list[dict[str, Any]] | None = None,
 ) -> Checkpoint:
     """The trainer's checkpoint, with the saved state of an earlier attempt if there is one;
-    a resumed curve is restored into `curve` and into the trial's record first."""
+    a resumed curve is restored into `curve` and into the trial's record first.
+
+    A stack's members share one `cadence`, and save `saving_curve` (the curve as reported
+    so far) where `curve` is written in the background.
+    """
     key = checkpoint_key(claim)
     try:
         saved = store.load(key)
@@ -65,8 +72,12 @@ def open_checkpoint(
         log.warning("checkpoint %s unreadable, starting from scratch: %s", key, exc)
         output.write(f"checkpoint {key} unreadable ({type(exc).__name__}: {exc}); started over\n")
         saved = None
+    if saving_curve is None:
+        saving_curve = curve
     if saved is not None:
         curve.extend(saved.get("curve") or [])
+        if saving_curve is not curve:
+            saving_curve.extend(saved.get("curve") or [])
         epoch = int(saved.get("epoch") or 0)
         _record_resume(claim, curve, epoch)
         output.write(f"resumed from the checkpoint of epoch {epoch}\n")
@@ -76,9 +87,10 @@ def open_checkpoint(
         key,
         every=claim.spec.checkpoint_every,
         resumed=saved,
-        curve=curve,
+        curve=saving_curve,
         stopping=stop.is_set,
         stop_exc=stop_exc,
+        cadence=cadence,
     )
 
 

@@ -158,11 +158,11 @@ def _train_and_record(
             output.add_traceback(exc)
     output.flush(force=True)
     record_outcome(claim, outcome, curve, time.monotonic() - started)
-    if checkpoint is not None and store is not None and _ended_for_good(claim, outcome):
+    if checkpoint is not None and store is not None and ended_for_good(claim, outcome):
         settle_checkpoint(claim, store, complete=isinstance(outcome, dict))
 
 
-def _ended_for_good(claim: Claim, outcome: dict[str, Any] | BaseException) -> bool:
+def ended_for_good(claim: Claim, outcome: dict[str, Any] | BaseException) -> bool:
     """Whether no retry of the trial will run (so its checkpoint is of no more use)."""
     if isinstance(outcome, WorkerInterrupted):
         return False

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from search_spaces import StudySpec
 from search_spaces.study_rows import register_study
 from worker.claims import Claim, claim_trial
-from worker.stack_run import _Recorder
+from worker.stack_run import _Recorder, plan_stacks
 from worker.trial_log import TrialOutput
 
 
@@ -40,7 +40,7 @@ def test_waiting_reports_go_in_one_transaction_and_stop_only_their_member(
     storage: optuna.storages.RDBStorage,
 ) -> None:
     group = claims(storage, 6)
-    recorder = _Recorder(group, threading.Event(), TrialOutput(group))
+    recorder = _Recorder(group, threading.Event(), TrialOutput(group), None)
     commits: list[object] = []
 
     def count(conn: object) -> None:
@@ -76,3 +76,18 @@ def test_waiting_reports_go_in_one_transaction_and_stop_only_their_member(
     assert values[4] == {}
     assert values[:4] + values[5:] == [{1: float(i), 2: i / 2} for i in (0, 1, 2, 3, 5)]
     assert [len(curve) for curve in recorder.curves] == [2, 2, 2, 2, 1, 2]
+
+
+def test_retries_are_grouped_by_where_they_resume(storage: optuna.storages.RDBStorage) -> None:
+    group = claims(storage, 6)
+    mark = {"epoch": 2, "data_seed": 3}
+    saved = {
+        group[1].trial.number: {"stack": mark},
+        group[2].trial.number: {"stack": mark},
+        group[3].trial.number: {"stack": {**mark, "epoch": 3}},
+        group[4].trial.number: {"model": {}, "epoch": 2},  # a lone run's: it resumes alone
+    }
+    planned = plan_stacks(group, lambda config: (), saved)
+    numbers = [[c.trial.number for c in g] for g in planned]
+    n = [c.trial.number for c in group]
+    assert numbers == [[n[0], n[5]], [n[1], n[2]], [n[3]], [n[4]]]

@@ -106,8 +106,11 @@ def test_members_match_their_lone_runs_after_twenty_steps(optimizer: str) -> Non
         # Members share the first member's split and minibatch order (seed 0).
         lone_result, _, lone = alone(config, eta, gamma, data_seed=0)
         assert stacked is not None
+        # Adam divides by the root of the second moment: where a gradient is near 0 a
+        # rounding difference moves the step by a fraction of lr (seen: 2.5e-5 on one CPU).
+        atol = 1e-4 if optimizer == "adam" else 1e-6
         for name, value in lone.items():
-            torch.testing.assert_close(stacked[name], value, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(stacked[name], value, rtol=1e-4, atol=atol)
         assert result["val_accuracy"] == pytest.approx(lone_result["val_accuracy"], abs=0.01)
 
 

@@ -39,9 +39,10 @@ class Checkpoint(Protocol):
     def load(self) -> dict[str, Any] | None:
         """The state last saved (None: start from scratch)."""
 
-    def save(self, state: dict[str, Any]) -> None:
-        """Called at every epoch end, after its report, with tensors and plain values; the
-        worker decides when to write (and may raise to stop the trainer after writing)."""
+    def save(self, state: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        """Called at every epoch end, after its report, with tensors and plain values (or a
+        function returning them, called only when a save is due); the worker decides when
+        to write (and may raise to stop the trainer after writing)."""
 
 
 class Trainer(Protocol):

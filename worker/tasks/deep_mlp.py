@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -147,6 +148,8 @@ def train(
     steps, epochs_done, diverged = 0, 0, False
     resumed = checkpoint.load() if checkpoint is not None else None
     if resumed is not None:
+        if "model" not in resumed:
+            raise ValueError("checkpoint is not deep_mlp's (a stacked member resumes in a stack)")
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         order_gen.set_state(resumed["order_generator"])
@@ -191,20 +194,31 @@ def train(
             if diverged:
                 break
             if checkpoint is not None:
-                checkpoint.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "order_generator": order_gen.get_state(),
-                        "epoch": epoch,
-                        "steps": steps,
-                        "metrics": metrics,
-                    }
-                )
+                # Built only at the epochs that write (see Checkpoint.save).
+                checkpoint.save(partial(_state, model, optimizer, order_gen, epoch, steps, metrics))
     finally:
         if bar is not None:
             bar.close()
     return final_result(metrics, steps=steps, epochs=epochs_done, diverged=diverged)
+
+
+def _state(
+    model: nn.Module,
+    optimizer: GradientNoise,
+    order_gen: torch.Generator,
+    epoch: int,
+    steps: int,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """What a checkpoint keeps of a run after `epoch`."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "order_generator": order_gen.get_state(),
+        "epoch": epoch,
+        "steps": steps,
+        "metrics": metrics,
+    }
 
 
 def _progress_bar(epochs: int) -> Any:

@@ -23,6 +23,10 @@ member once per epoch, as in deep_mlp. A member that diverges, or whose report r
 the weights and optimizer state (a copy of a few MB, cheaper than one step), so the others
 never compute with it again. With one member the results equal ``deep_mlp.train``'s bit for
 bit; in a larger stack they match each member's lone run to rounding (see worker.stacked).
+
+Members with a ``checkpoint`` save their own state at epoch ends and resume from it (see
+``deep_mlp_stack_checkpoint``): a resumed stack keeps the data split and order of the stack
+that saved them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -41,6 +46,7 @@ from worker.stacked import StackedOptimizer, StackMember, clip_limits, clip_per_
 from worker.stacked_noise import StackedGradientNoise
 from worker.tasks.base import check_noise, final_result, resolve_device, validate
 from worker.tasks.deep_mlp import EVAL_CHUNK, build_model, load_split
+from worker.tasks.deep_mlp_stack_checkpoint import member_checkpoint, restore_members, resume_point
 
 __all__ = ["STACK_KEYS", "StackRun", "StackedMLP", "run_stack", "stack_key", "train_stacked"]
 
@@ -264,7 +270,10 @@ def run_stack(
     dev = torch.device(resolve_device(device))
     lead = cfgs[0]
 
-    split = load_split(lead)
+    start = resume_point(
+        [m.checkpoint.load() if m.checkpoint is not None else None for m in members], lead.seed
+    )
+    split = load_split(lead.model_copy(update={"seed": start.data_seed}))
     x_train, y_train, x_val, y_val = (
         torch.as_tensor(a).to(dev) for a in (split.x_train, split.y_train, split.x_val, split.y_val)
     )
@@ -278,14 +287,16 @@ def run_stack(
         [gamma for _, gamma in noise],
         [derived_seed(c.seed, "noise") for c in cfgs],
     )
-    order_gen = torch.Generator().manual_seed(derived_seed(lead.seed, "order"))
+    order_gen = torch.Generator().manual_seed(derived_seed(start.data_seed, "order"))
+    if start.states:
+        restore_members(start, stack.params, optimizer, noisy, order_gen)
     n_train, batch = len(x_train), lead.batch_size
     n_batches = math.ceil(n_train / batch)
 
     run = StackRun(results=[None] * len(members), params=[None] * len(members))  # type: ignore[list-item]
     live = list(range(len(members)))  # the member held in each row of the stack
-    steps = 0
-    for epoch in range(1, lead.epochs + 1):
+    steps = start.steps
+    for epoch in range(start.epoch + 1, lead.epochs + 1):
         perm = torch.randperm(n_train, generator=order_gen).to(dev)
         xs, ys = x_train[perm].split(batch), y_train[perm].split(batch)
         loss_sum = torch.zeros(len(live), device=dev)
@@ -325,6 +336,15 @@ def run_stack(
                 result = exc
             if result is None and (diverged or epoch == lead.epochs):
                 result = final_result(metrics, steps=steps, epochs=epoch, diverged=diverged)
+            checkpoint = members[member_id].checkpoint
+            if result is None and checkpoint is not None:
+                saving = partial(member_checkpoint, stack.params, optimizer, noisy, order_gen, row,
+                                epoch=epoch, steps=steps, metrics=metrics,
+                                data_seed=start.data_seed)  # fmt: skip
+                try:
+                    checkpoint.save(saving)
+                except Exception as exc:  # the worker stopping, or a failed write: this member
+                    result = exc
             if result is not None:
                 leaving.append(row)
                 _leave(run, stack, members, member_id, row, result, keep_params)
