@@ -20,10 +20,15 @@ from typing import Any, ClassVar, overload
 
 __all__ = [
     "DEFAULT_GAMMA",
+    "FAMILY_PARAMETERS",
     "SCHEDULE_KINDS",
     "ConstantSchedule",
+    "CosineSchedule",
+    "ExponentialSchedule",
+    "LinearSchedule",
     "NoiseSchedule",
     "PolynomialSchedule",
+    "WindowedSchedule",
     "make_schedule",
 ]
 
@@ -157,13 +162,155 @@ class ConstantSchedule(NoiseSchedule):
         return np.full(ts.shape, self.eta, dtype=np.float64)
 
 
-SCHEDULE_KINDS: tuple[str, ...] = (PolynomialSchedule.kind, ConstantSchedule.kind)
+def _check_positive(name: str, value: float) -> float:
+    value = _check_hyperparameter(name, value)
+    if value == 0:
+        raise ValueError(f"{name} must be > 0, got {name}={value!r}")
+    return value
 
 
-def make_schedule(kind: str, eta: float, gamma: float = DEFAULT_GAMMA) -> NoiseSchedule:
-    """Build a schedule by name; ``gamma`` is ignored by kinds that do not decay."""
+def _check_steps(name: str, value: Any) -> int:
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise TypeError(f"{name} must be a whole number of steps, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 step, got {name}={value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ExponentialSchedule(NoiseSchedule):
+    """Exponential decay: ``sigma_t^2 = eta * 2^(-t / half_life)``, halving every
+    ``half_life`` steps."""
+
+    eta: float
+    half_life: float
+    kind: ClassVar[str] = "exponential"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eta", _check_hyperparameter("eta", self.eta))
+        object.__setattr__(self, "half_life", _check_positive("half_life", self.half_life))
+
+    def variance_at(self, t: int) -> float:
+        return self.eta * 2.0 ** (-t / self.half_life)
+
+    def _variance_array(self, np: Any, ts: Any) -> Any:
+        return self.eta * np.exp2(-ts.astype(np.float64) / self.half_life)
+
+
+@dataclass(frozen=True)
+class CosineSchedule(NoiseSchedule):
+    """Cosine decay to 0 at ``horizon``: ``sigma_t^2 = eta * (1 + cos(pi * t / horizon)) / 2``
+    for ``t < horizon``, 0 from step ``horizon`` on."""
+
+    eta: float
+    horizon: int
+    kind: ClassVar[str] = "cosine"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eta", _check_hyperparameter("eta", self.eta))
+        object.__setattr__(self, "horizon", _check_steps("horizon", self.horizon))
+
+    def variance_at(self, t: int) -> float:
+        if t >= self.horizon:
+            return 0.0
+        return self.eta * (1.0 + math.cos(math.pi * t / self.horizon)) / 2.0
+
+    def _variance_array(self, np: Any, ts: Any) -> Any:
+        t = ts.astype(np.float64)
+        inside = self.eta * (1.0 + np.cos(np.pi * t / self.horizon)) / 2.0
+        return np.where(ts < self.horizon, inside, 0.0)
+
+
+@dataclass(frozen=True)
+class LinearSchedule(NoiseSchedule):
+    """Linear decay to 0 at ``horizon``: ``sigma_t^2 = eta * (1 - t / horizon)`` for
+    ``t < horizon``, 0 from step ``horizon`` on."""
+
+    eta: float
+    horizon: int
+    kind: ClassVar[str] = "linear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eta", _check_hyperparameter("eta", self.eta))
+        object.__setattr__(self, "horizon", _check_steps("horizon", self.horizon))
+
+    def variance_at(self, t: int) -> float:
+        return self.eta * (1.0 - t / self.horizon) if t < self.horizon else 0.0
+
+    def _variance_array(self, np: Any, ts: Any) -> Any:
+        t = ts.astype(np.float64)
+        return np.where(ts < self.horizon, self.eta * (1.0 - t / self.horizon), 0.0)
+
+
+@dataclass(frozen=True)
+class WindowedSchedule(NoiseSchedule):
+    """Any schedule limited to the first ``window`` steps: ``base`` for ``t < window``,
+    0 from step ``window`` on."""
+
+    base: NoiseSchedule
+    window: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, NoiseSchedule):
+            raise TypeError(f"base must be a NoiseSchedule, got {self.base!r}")
+        object.__setattr__(self, "window", _check_steps("noise_window", self.window))
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.base.kind
+
+    def variance_at(self, t: int) -> float:
+        return self.base.variance_at(t) if t < self.window else 0.0
+
+    def _variance_array(self, np: Any, ts: Any) -> Any:
+        return np.where(ts < self.window, self.base._variance_array(np, ts), 0.0)
+
+
+SCHEDULE_KINDS: tuple[str, ...] = (
+    PolynomialSchedule.kind,
+    ConstantSchedule.kind,
+    ExponentialSchedule.kind,
+    CosineSchedule.kind,
+    LinearSchedule.kind,
+)
+# The parameter each family needs beside eta.
+FAMILY_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "polynomial": ("gamma",),
+    "constant": (),
+    "exponential": ("half_life",),
+    "cosine": ("horizon",),
+    "linear": ("horizon",),
+}
+
+
+def make_schedule(
+    kind: str,
+    eta: float,
+    gamma: float = DEFAULT_GAMMA,
+    *,
+    half_life: float | None = None,
+    horizon: int | None = None,
+    window: int | None = None,
+) -> NoiseSchedule:
+    """Build a schedule by name, limited to the first `window` steps when given; a family
+    ignores the parameters of the others, and needs its own (``FAMILY_PARAMETERS``)."""
+    schedule: NoiseSchedule
     if kind == PolynomialSchedule.kind:
-        return PolynomialSchedule(eta, gamma)
-    if kind == ConstantSchedule.kind:
-        return ConstantSchedule(eta)
-    raise ValueError(f"unknown schedule kind {kind!r}; allowed kinds: {', '.join(SCHEDULE_KINDS)}")
+        schedule = PolynomialSchedule(eta, gamma)
+    elif kind == ConstantSchedule.kind:
+        schedule = ConstantSchedule(eta)
+    elif kind == ExponentialSchedule.kind:
+        if half_life is None:
+            raise ValueError("the exponential schedule needs half_life (steps)")
+        schedule = ExponentialSchedule(eta, half_life)
+    elif kind in (CosineSchedule.kind, LinearSchedule.kind):
+        if horizon is None:
+            raise ValueError(f"the {kind} schedule needs horizon (steps)")
+        family = CosineSchedule if kind == CosineSchedule.kind else LinearSchedule
+        schedule = family(eta, horizon)
+    else:
+        raise ValueError(
+            f"unknown schedule kind {kind!r}; allowed kinds: {', '.join(SCHEDULE_KINDS)}"
+        )
+    return schedule if window is None else WindowedSchedule(schedule, window)

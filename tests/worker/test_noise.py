@@ -450,8 +450,8 @@ def test_schedules_scalar_list_and_numpy() -> None:
 def test_make_schedule() -> None:
     assert make_schedule("polynomial", 1.0, 0.55) == PolynomialSchedule(1.0, 0.55)
     assert make_schedule("constant", 1.0, 0.55) == ConstantSchedule(1.0)
-    with pytest.raises(ValueError, match="'cosine'.*polynomial, constant"):
-        make_schedule("cosine", 1.0, 0.55)
+    with pytest.raises(ValueError, match="'sawtooth'.*polynomial, constant, exponential"):
+        make_schedule("sawtooth", 1.0, 0.55)
     with pytest.raises(ValueError, match="eta=-0.1"):
         make_schedule("constant", -0.1, 0.55)
 
