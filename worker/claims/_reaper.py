@@ -74,7 +74,7 @@ def fail_orphan(
         if not fail_running(storage, trial_id, "worker lost while claiming"):
             return
         fixed = frozen.system_attrs.get("fixed_params")
-        if fixed:
+        if fixed is not None:  # it was queued (perhaps with no parameters): queue it again
             attempt = int(frozen.user_attrs.get(trial_attrs.ATTEMPT, 0))
             first = first_attempt(frozen.number, frozen.user_attrs)
             requeue_in(storage, study_name, dict(fixed), attempt, frozen.number, first)
@@ -200,8 +200,10 @@ def _give_up(
         if not fail_running(storage, trial_id, reason):
             return False  # its worker finished it after all
         mark_run(engine, trial_id, counted=retry is None, reason=reason)
+        # A space that fixes every parameter has none to queue: its retry is queued all the
+        # same (with no parameters), so that it resumes the lost trial's checkpoint.
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
-        if retry is not None and params:
+        if retry is not None:
             first = first_attempt(number, frozen.user_attrs)
             requeue_in(storage, study_name, dict(params), retry, number, first)
     log.warning("trial %s of %s: %s", number, study_name, reason)
