@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast, overload
@@ -26,6 +25,7 @@ from search_spaces.schedules import (
     PolynomialSchedule,
     make_schedule,
 )
+from worker.noise_buckets import Bucket, device_seed
 
 __all__ = [
     "SCHEDULE_KINDS",
@@ -36,64 +36,12 @@ __all__ = [
     "make_schedule",
 ]
 
+SCALES = ("absolute", "relative")
+PLACEMENTS = ("after_clip", "before_clip")
+
 # Key under which the noise state rides along in the wrapped optimizer's state_dict, so the
 # checkpoint keeps the "state"/"param_groups" layout that checkpoint tools expect.
 STATE_KEY = "gradient_noise"
-
-# Golden-ratio increment: spreads the per-device seeds apart so that two devices of one kind
-# (cuda:0, cuda:1), whose generators share an algorithm, do not draw the same noise.
-_SEED_STRIDE = 0x9E3779B97F4A7C15
-
-
-def _device_seed(seed: int, device: torch.device) -> int:
-    return (seed + _SEED_STRIDE * zlib.crc32(str(device).encode())) % 2**64
-
-
-class _Bucket:
-    """The parameters whose gradients share one (device, dtype): one draw per step."""
-
-    __slots__ = ("buffer", "foreach", "generator", "is_complex", "params", "views")
-
-    def __init__(
-        self,
-        params: list[Tensor],
-        dtype: torch.dtype,
-        device: torch.device,
-        generator: torch.Generator,
-        foreach: bool,
-    ) -> None:
-        self.params = params
-        self.generator = generator
-        self.foreach = foreach
-        # Complex entries get independent real and imaginary noise of variance sigma_t^2
-        # each, the way torch.optim treats a complex parameter as a pair of real ones.
-        self.is_complex = dtype.is_complex
-        shapes = [grad.shape for grad in self.grads()]
-        numels = [math.prod(shape) for shape in shapes]
-        real_dtype = dtype.to_real() if self.is_complex else dtype
-        self.buffer = torch.empty(sum(numels), dtype=real_dtype, device=device)
-        self.views = [
-            view.view(shape) for view, shape in zip(self.buffer.split(numels), shapes, strict=True)
-        ]
-
-    def grads(self) -> list[Tensor]:
-        grads = cast(list[Tensor], [p.grad for p in self.params])
-        if self.is_complex:
-            return [torch.view_as_real(grad) for grad in grads]
-        return grads
-
-    def draw(self, std: float) -> None:
-        self.buffer.normal_(0.0, std, generator=self.generator)
-
-    def add_to_grads(self) -> None:
-        grads = self.grads()
-        # Both paths add the same drawn buffer with a plain add (no alpha), so they agree
-        # bit for bit on every device.
-        if self.foreach:
-            torch._foreach_add_(grads, self.views)
-        else:
-            for grad, noise in zip(grads, self.views, strict=True):
-                grad.add_(noise)
 
 
 class GradientNoise(Optimizer):
@@ -136,7 +84,15 @@ class GradientNoise(Optimizer):
             (one draw, which advances it). ``load_state_dict`` restores the saved seed and
             generator states, overriding this.
         foreach: True/False force the multi-tensor/per-tensor path; None picks.
-        schedule: any :class:`NoiseSchedule`, instead of ``eta``/``gamma``.
+        schedule: any :class:`NoiseSchedule`, instead of ``eta``/``gamma``
+            (``make_schedule`` builds the families and windows).
+        scale: ``"absolute"`` (the paper: std sigma_t) or ``"relative"`` (each tensor's
+            noise std is sigma_t times that tensor's gradient RMS at that step).
+        max_grad_norm: clip the gradients' total 2-norm to this (``clip_grad_norm_``)
+            inside ``step()``, on the side of the noise that ``placement`` says:
+            ``"after_clip"`` (the paper: clip, then add noise) or ``"before_clip"`` (add
+            noise to the raw gradients, then clip them together). A task that clips
+            passes its threshold here rather than clipping before ``step()`` itself.
     """
 
     def __init__(
@@ -148,6 +104,9 @@ class GradientNoise(Optimizer):
         seed: int | None = None,
         foreach: bool | None = None,
         schedule: NoiseSchedule | None = None,
+        scale: str = "absolute",
+        max_grad_norm: float | None = None,
+        placement: str = "after_clip",
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
@@ -161,6 +120,12 @@ class GradientNoise(Optimizer):
             raise ValueError(f"pass either eta={eta!r} or schedule={schedule!r}, not both")
         elif not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {schedule!r}")
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        if max_grad_norm is not None and not (max_grad_norm > 0 and math.isfinite(max_grad_norm)):
+            raise ValueError(f"max_grad_norm must be > 0 and finite, got {max_grad_norm!r}")
         if foreach not in (None, True, False):
             raise ValueError(f"foreach must be None, True or False, got foreach={foreach!r}")
         if seed is None:
@@ -174,10 +139,11 @@ class GradientNoise(Optimizer):
         self._schedule = schedule
         self._seed = int(seed)
         self._foreach = foreach
+        self._scale, self._placement, self._max_grad_norm = scale, placement, max_grad_norm
         self._t = 0
         self._generators: dict[torch.device, torch.Generator] = {}
         self._cache_key: tuple[int, ...] | None = None
-        self._buckets: list[_Bucket] = []
+        self._buckets: list[Bucket] = []
         self._init_hooks()
 
     def _init_hooks(self) -> None:
@@ -242,11 +208,11 @@ class GradientNoise(Optimizer):
         generator = self._generators.get(device)
         if generator is None:
             generator = torch.Generator(device=device)
-            generator.manual_seed(_device_seed(self._seed, device))
+            generator.manual_seed(device_seed(self._seed, device))
             self._generators[device] = generator
         return generator
 
-    def _build_buckets(self, params: list[Tensor]) -> list[_Bucket]:
+    def _build_buckets(self, params: list[Tensor]) -> list[Bucket]:
         groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for param in params:
             grad = cast(Tensor, param.grad)
@@ -262,7 +228,7 @@ class GradientNoise(Optimizer):
             if foreach is None:
                 # Tensor subclasses (e.g. DTensor) may lack foreach kernels.
                 foreach = all(type(p.grad) is Tensor for p in group)
-            buckets.append(_Bucket(group, dtype, device, self._generator(device), foreach))
+            buckets.append(Bucket(group, dtype, device, self._generator(device), foreach))
         return buckets
 
     @torch.no_grad()
@@ -278,7 +244,23 @@ class GradientNoise(Optimizer):
             self._cache_key = key
         for bucket in self._buckets:
             bucket.draw(std)
+            if self._scale == "relative":
+                bucket.scale_by_rms()
             bucket.add_to_grads()
+
+    def _clip(self) -> None:
+        if self._max_grad_norm is not None:
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self._max_grad_norm)
+
+    def _prepare_grads(self) -> None:
+        """Clip and add noise, in the order ``placement`` says."""
+        if self._placement == "before_clip":
+            self._add_noise()
+            self._clip()
+        else:
+            self._clip()
+            self._add_noise()
 
     @overload
     def step(self, closure: None = None) -> None: ...
@@ -287,13 +269,13 @@ class GradientNoise(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Add noise with variance ``schedule.variance(t)`` to the gradients, then step."""
         if closure is None:
-            self._add_noise()
+            self._prepare_grads()
             loss = self.optimizer.step()
         else:
 
             def noisy_closure() -> float:
                 closure_loss = closure()
-                self._add_noise()
+                self._prepare_grads()
                 return closure_loss
 
             loss = self.optimizer.step(noisy_closure)

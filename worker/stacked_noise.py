@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from search_spaces.schedules import PolynomialSchedule
-from worker.noise import _device_seed
+from worker.noise_buckets import device_seed
 
 __all__ = ["StackedGradientNoise"]
 
@@ -81,7 +81,7 @@ class StackedGradientNoise:
         self.generators = []
         for seed in self.seeds:
             generator = torch.Generator(device=device)
-            generator.manual_seed(_device_seed(seed, device))
+            generator.manual_seed(device_seed(seed, device))
             self.generators.append(generator)
         # One bucket per dtype, in order of first appearance, as GradientNoise groups them.
         self._groups: dict[torch.dtype, list[int]] = {}
