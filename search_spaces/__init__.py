@@ -38,11 +38,14 @@ from search_spaces._tasks import (
     task_definitions,
 )
 from search_spaces._worst_case import ResourceLimitError, check_resources, estimate_resources
+from search_spaces.noise_setup import NOISE_DEFAULTS, NoiseSetup
 
 __all__ = [
     "BUILTIN_SPACES",
     "DEEP_MLP",
+    "NOISE_DEFAULTS",
     "NOISE_PARAMS",
+    "NoiseSetup",
     "PRUNER_OPTIONS",
     "QUADRATIC",
     "SAMPLER_OPTIONS",

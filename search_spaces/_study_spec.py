@@ -7,7 +7,7 @@ pruners; any worker that joins rebuilds them from it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from search_spaces._builtin import resolve_search_space
+from search_spaces._noise_checks import check_families, check_noise_values
 from search_spaces._optimizer_options import validate_options
 from search_spaces._optuna_builders import build_pruner, build_sampler
 from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError, grid_of
@@ -36,9 +37,11 @@ from search_spaces._tasks import (
     get_task_definition,
 )
 from search_spaces._worst_case import extreme_values, worst_config
+from search_spaces.noise_setup import NOISE_DEFAULTS, NoiseSetup
 from search_spaces.schedules import DEFAULT_GAMMA
 
-# The noise parameters and their defaults: eta 0 is no noise, gamma the paper's.
+# The paper's two noise parameters and their defaults: eta 0 is no noise, gamma the
+# paper's (every noise parameter: noise_setup.NOISE_DEFAULTS).
 NOISE_PARAMS = {"eta": 0.0, "gamma": DEFAULT_GAMMA}
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MAX_TRIALS = 100_000
@@ -206,7 +209,7 @@ class StudySpec(BaseModel):
 def _check_space_against_task(
     space: SearchSpace, definition: TaskDefinition, task_config: dict[str, Any]
 ) -> None:
-    allowed = [*NOISE_PARAMS, *definition.config_keys]
+    allowed = [*NOISE_DEFAULTS, *definition.config_keys]
     for name in space.names:
         if name not in allowed:
             raise SearchSpaceError(
@@ -224,8 +227,10 @@ def _check_space_against_task(
                 raise SearchSpaceError(f"{noise} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise SearchSpaceError(f"{noise} must be finite and >= 0, got {value!r}")
-        config = {**task_config, **{k: v for k, v in probe.items() if k not in NOISE_PARAMS}}
+        check_noise_values(probe)
+        config = {**task_config, **{k: v for k, v in probe.items() if k not in NOISE_DEFAULTS}}
         definition.validate_config(config)
+    check_families(space)
 
 
 def _check_new_study_bounds(
@@ -277,11 +282,13 @@ def _check_x0(x0: dict[str, float], space: SearchSpace) -> None:
 
 @dataclass(frozen=True)
 class TrialSetup:
-    """What one trial trains: the noise schedule and the task config, all resolved."""
+    """What one trial trains: the noise (eta and gamma, and the whole ``noise`` setup)
+    and the task config, all resolved."""
 
     eta: float
     gamma: float
     config: dict[str, Any]
+    noise: NoiseSetup = field(default_factory=lambda: NoiseSetup(0.0))
 
 
 def layered(
@@ -291,14 +298,14 @@ def layered(
     task_defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The one order in which a trial's values override each other: task defaults <- noise
-    defaults (NOISE_PARAMS) <- task_config <- the space's fixed values <- sampled params."""
-    return {**(task_defaults or {}), **NOISE_PARAMS, **task_config, **fixed, **params}
+    defaults (NOISE_DEFAULTS) <- task_config <- the space's fixed values <- sampled params."""
+    return {**(task_defaults or {}), **NOISE_DEFAULTS, **task_config, **fixed, **params}
 
 
 def resolve_trial(spec: StudySpec, params: dict[str, Any]) -> TrialSetup:
     """What a trial trains with, its values layered as `layered` says."""
     merged = layered(spec.task_config, spec.space.fixed, params)
-    eta = float(merged.pop("eta"))
-    gamma = float(merged.pop("gamma"))
-    config = spec.definition.validate_config(merged).model_dump()
-    return TrialSetup(eta=eta, gamma=gamma, config=config)
+    noise = NoiseSetup.from_values(merged)
+    config = {k: v for k, v in merged.items() if k not in NOISE_DEFAULTS}
+    config = spec.definition.validate_config(config).model_dump()
+    return TrialSetup(eta=noise.eta, gamma=noise.gamma, config=config, noise=noise)

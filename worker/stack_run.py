@@ -63,7 +63,8 @@ def load_stacked_trainer(spec: StudySpec) -> tuple[StackedTrainer, StackKey] | N
 def plan_stacks(
     claims: list[Claim], stack_key: StackKey, saved: dict[int, dict[str, Any] | None] | None = None
 ) -> list[list[Claim]]:
-    """Claims grouped by stack key, in claim order; a claim whose setup is bad runs alone.
+    """Claims grouped by stack key and noise placement, in claim order; a claim whose setup
+    is bad runs alone.
 
     With `saved` (each claim's checkpoint state by trial number, see ``saved_states``),
     retries of stack members are grouped by where they resume (``resume_mark``), apart
@@ -83,7 +84,8 @@ def plan_stacks(
         try:
             setup = resolve_trial(claim.spec, claim.trial.params)
             check_noise(setup.eta, setup.gamma)
-            key = (stack_key(setup.config), resume_mark(state) if state is not None else None)
+            mark = resume_mark(state) if state is not None else None
+            key = (stack_key(setup.config), setup.noise.placement, mark)
         except Exception:
             alone.append([claim])  # the single path reports the error as it always has
             continue
@@ -293,6 +295,7 @@ def _train_stack(
                     recorder.report_for(i),
                     recorder.done_for(i),
                     checkpoint=recorder.checkpoints[i],
+                    noise=setup.noise,
                 )  # fmt: skip
             )
         _limit_torch_threads()

@@ -12,6 +12,9 @@ all of them. The contract (a task's ``stacked_trainer``)::
   whatever it raises stops that member only, and becomes its result.
 - A member whose loss turns non-finite ends with ``diverged: True`` as a lone run would; the
   others do not notice. A member that ends leaves the stack.
+- ``member.noise``, when given, is the member's whole noise setup (schedule family,
+  window, scale; see ``search_spaces.NoiseSetup``), which wins over ``eta``/``gamma``.
+  Members of a stack share its ``placement`` (the worker groups them so).
 - ``member.checkpoint``, when given, is the member's ``Checkpoint`` (see worker.tasks.base):
   a trainer that supports it saves each member at epoch ends, after its report, and
   resumes members whose ``load()`` gives a state. Whatever ``save`` raises stops that
@@ -38,6 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from search_spaces import NoiseSetup
+
 __all__ = ["StackMember", "StackedOptimizer", "clip_limits", "clip_per_member_"]
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
@@ -54,6 +59,7 @@ class StackMember:
     report: Callable[[int, dict[str, float]], None] | None = None
     done: Callable[[dict[str, Any] | BaseException], None] | None = None
     checkpoint: Any = None  # a worker.tasks.base.Checkpoint, for trainers that resume
+    noise: NoiseSetup | None = None  # the whole noise setup; None: the paper's of eta, gamma
 
 
 def member_column(values: Sequence[float] | Tensor, like: Tensor) -> Tensor:

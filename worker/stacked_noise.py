@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from search_spaces.schedules import PolynomialSchedule
+from search_spaces.schedules import NoiseSchedule, PolynomialSchedule
 from worker.noise_buckets import device_seed
 
 __all__ = ["StackedGradientNoise"]
@@ -46,6 +46,10 @@ class StackedGradientNoise:
       order. A member whose sigma_t is 0 draws nothing and gets nothing added.
     - ``keep(index)`` drops the members not listed (and reorders the rest) when a stack is
       compacted; each member keeps its own generator and step.
+    - ``schedules`` (one ``NoiseSchedule`` per member, any family or window) replaces the
+      paper's schedule of ``eta``/``gamma``; ``relative[k]`` scales member k's noise of
+      each tensor by that member's gradient RMS of it (GradientNoise's ``relative``, to
+      rounding: the norms are batched).
     - ``member_state(k)`` / ``load_member_state(k, state)``: member k's step and generator,
       so that a member resumed from a checkpoint, in any stack, draws what it would have.
     """
@@ -56,6 +60,9 @@ class StackedGradientNoise:
         eta: Sequence[float] | Tensor,
         gamma: Sequence[float] | Tensor,
         seeds: Sequence[int],
+        *,
+        schedules: Sequence[NoiseSchedule] | None = None,
+        relative: Sequence[bool] | None = None,
     ) -> None:
         params = list(params)
         if not params:
@@ -73,8 +80,15 @@ class StackedGradientNoise:
         etas, gammas = _per_member("eta", eta, k), _per_member("gamma", gamma, k)
         if len(seeds) != k:
             raise ValueError(f"seeds needs one value per member ({k}), got {len(seeds)}")
-        # PolynomialSchedule validates eta and gamma and is GradientNoise's own formula.
-        self.schedules = [PolynomialSchedule(e, g) for e, g in zip(etas, gammas, strict=True)]
+        if schedules is None:
+            # PolynomialSchedule validates eta and gamma and is GradientNoise's own formula.
+            schedules = [PolynomialSchedule(e, g) for e, g in zip(etas, gammas, strict=True)]
+        if len(schedules) != k or not all(isinstance(s, NoiseSchedule) for s in schedules):
+            raise ValueError(f"schedules needs one NoiseSchedule per member ({k})")
+        self.schedules = list(schedules)
+        self.relative = [bool(r) for r in relative] if relative is not None else [False] * k
+        if len(self.relative) != k:
+            raise ValueError(f"relative needs one value per member ({k}), got {len(self.relative)}")
         self.seeds = [int(s) for s in seeds]
         self.t = [0] * k
         self.device = device
@@ -120,12 +134,23 @@ class StackedGradientNoise:
                         buffer[k].zero_()
                     else:
                         buffer[k].normal_(0.0, std, generator=self.generators[k])
+            if any(self.relative):
+                self._scale_by_rms(grads)
             # A plain add, as GradientNoise's: noise enters each entry with one rounding.
             torch._foreach_add_(list(grads), self._views)
         self.t = [t + 1 for t in self.t]
 
+    def _scale_by_rms(self, grads: Sequence[Tensor]) -> None:
+        """The ``relative`` members' noise times their own gradient's RMS, per tensor."""
+        relative = torch.tensor(self.relative, device=self.device)
+        for grad, noise, shape in zip(grads, self._views, self._shapes, strict=True):
+            rms = torch.linalg.vector_norm(grad.flatten(1), dim=1) / math.sqrt(math.prod(shape))
+            factor = torch.where(relative, rms, torch.ones_like(rms))
+            noise.mul_(factor.view(-1, *[1] * (noise.dim() - 1)))
+
     def keep(self, index: Sequence[int]) -> None:
         index = list(index)
+        self.relative = [self.relative[i] for i in index]
         self.schedules = [self.schedules[i] for i in index]
         self.seeds = [self.seeds[i] for i in index]
         self.t = [self.t[i] for i in index]

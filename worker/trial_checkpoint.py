@@ -9,7 +9,6 @@ with ``keep_checkpoints: best`` kept as the study's ``best`` while it is the bes
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from typing import Any
@@ -24,6 +23,7 @@ from search_spaces.optuna_adapter import (
 from worker.checkpoints import Checkpoint, CheckpointStore, SaveCadence
 from worker.claims import Claim, first_attempt
 from worker.db_retry import with_db_retry
+from worker.tasks.base import takes_keyword
 from worker.trial_log import TrialOutput
 
 log = logging.getLogger("noisetune.worker")
@@ -31,10 +31,7 @@ log = logging.getLogger("noisetune.worker")
 
 def takes_checkpoint(trainer: Any) -> bool:
     """Whether a trainer accepts the ``checkpoint`` keyword of the trainer contract."""
-    try:
-        return "checkpoint" in inspect.signature(trainer).parameters
-    except (TypeError, ValueError):
-        return False
+    return takes_keyword(trainer, "checkpoint")
 
 
 def study_dir(study_name: str) -> str:

@@ -12,6 +12,13 @@ The trainer contract (each task module's ``train``)::
 - ``report(epoch, metrics)`` is called after every epoch (epochs count from 1) with all
   of the task's metrics and ``steps``, the optimizer steps taken so far (plots draw noise
   schedules from it); whatever it raises propagates unchanged (pruning, shutdown).
+- A trainer may also take ``noise`` (a ``search_spaces.NoiseSetup``: schedule family,
+  its parameters, window, placement and scale; ``noise.make_schedule()`` gives sigma_t^2).
+  Only trainers that take it may serve studies whose noise is not the paper's (polynomial,
+  every step, after clipping, absolute); ``eta`` and ``gamma`` are passed all the same.
+  ``placement`` says on which side of gradient clipping the noise goes, so a trainer that
+  takes ``noise`` and clips must apply its clipping where the noise is added: passing its
+  threshold to ``GradientNoise(max_grad_norm=..., placement=noise.placement)`` does it.
 - A trainer may also take ``checkpoint`` (a ``Checkpoint``): it then resumes from
   ``checkpoint.load()`` when that gives a state, and calls ``checkpoint.save(state)`` at
   every epoch end, after the epoch's report. Only trainers that take it are given one.
@@ -23,6 +30,7 @@ The trainer contract (each task module's ``train``)::
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -56,6 +64,14 @@ class Trainer(Protocol):
         report: Report | None = None,
         progress: bool = False,
     ) -> dict[str, Any]: ...
+
+
+def takes_keyword(trainer: Any, name: str) -> bool:
+    """Whether a trainer accepts an optional keyword of the contract (``noise``, ...)."""
+    try:
+        return name in inspect.signature(trainer).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def check_noise(eta: float, gamma: float) -> tuple[float, float]:

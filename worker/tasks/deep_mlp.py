@@ -5,10 +5,13 @@ with the activation between them (depth = 1 is a linear classifier). "simple" in
 every weight from N(0, 0.1^2) with zero biases, the paper's poor initialisation; "good"
 is He-normal for relu/gelu and Xavier-normal for tanh/sigmoid, zero biases.
 
-One optimizer step: backward -> clip_grad_norm_ (if ``clip``) -> GradientNoise.step(),
-which adds N(0, eta / (1 + t)^gamma) per gradient entry (t = 0 at the first step) and
-then updates. eta = 0 adds nothing. The data lives on the device as tensors and each
-epoch is one seeded permutation sliced into minibatches (the last one may be smaller).
+One optimizer step: backward -> GradientNoise.step(), which clips the gradients'
+total norm to ``clip`` (if set) and adds N(0, sigma_t^2) per gradient entry (t = 0 at the
+first step; the paper's sigma_t^2 = eta / (1 + t)^gamma, or any schedule of the trial's
+``noise`` setup), in the order its placement says (the paper's: clip, then noise), then
+updates. Where sigma_t^2 is 0 (eta 0, past a window) nothing is added. The data lives on
+the device as tensors and each epoch is one seeded permutation sliced into minibatches
+(the last one may be smaller).
 
 Seeds: init, split, minibatch order and noise each use ``derived_seed(seed, <part>)``
 with their own generator, so a run changes no global RNG or thread setting.
@@ -28,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from search_spaces import DEEP_MLP, DeepMLPConfig, derived_seed
+from search_spaces import DEEP_MLP, DeepMLPConfig, NoiseSetup, derived_seed
 from worker.data import Split, load_digits_split, load_mnist
 from worker.noise import GradientNoise
 from worker.tasks.base import (
@@ -116,8 +119,10 @@ def train(
     report: Report | None = None,
     progress: bool = False,
     checkpoint: Checkpoint | None = None,
+    noise: NoiseSetup | None = None,
 ) -> dict[str, Any]:
-    """Train the deep MLP with gradient noise (eta, gamma); see the module doc and base.
+    """Train the deep MLP with gradient noise (eta, gamma, or the whole `noise` setup,
+    which wins when given); see the module doc and base.
 
     With a `checkpoint`, it resumes from the state it gives and saves one at every epoch
     end: the model, the optimizer with its noise (step count and generators), the data
@@ -137,8 +142,15 @@ def train(
     init_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "init"))
     model = build_model(cfg, x_train.shape[1], init_gen).to(dev)
     params = list(model.parameters())
+    setup = noise if noise is not None else NoiseSetup(eta, gamma)
+    # GradientNoise clips too, on the side of the noise that the setup's placement says.
     optimizer = GradientNoise(
-        build_optimizer(cfg, params), eta, gamma, seed=derived_seed(cfg.seed, "noise")
+        build_optimizer(cfg, params),
+        schedule=setup.make_schedule(),
+        seed=derived_seed(cfg.seed, "noise"),
+        scale=setup.scale,
+        max_grad_norm=cfg.clip,
+        placement=setup.placement,
     )
     order_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "order"))
     n_train, batch = len(x_train), cfg.batch_size
@@ -168,9 +180,7 @@ def train(
                 loss = F.cross_entropy(logits, yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.clip is not None:
-                    nn.utils.clip_grad_norm_(params, cfg.clip)  # clip first, noise after
-                optimizer.step()
+                optimizer.step()  # clips (cfg.clip) and adds the noise, then updates
                 loss_sum += loss.detach()
                 correct += (logits.argmax(1) == yb).sum()
             steps += n_batches

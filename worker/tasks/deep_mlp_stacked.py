@@ -17,7 +17,8 @@ What members share, and what each has of its own:
   stream (``derived_seed(seed, "noise")``, see ``worker.stacked_noise``).
 
 Each step runs deep_mlp's order per member: backward -> clip by the member's own gradient
-norm -> add the member's noise -> update with the member's lr. Divergence is checked per
+norm -> add the member's noise (the other way round with placement ``before_clip``, which
+the members share) -> update with the member's lr. Divergence is checked per
 member once per epoch, as in deep_mlp. A member that diverges, or whose report raises
 (pruning, shutdown), leaves the stack at the end of that epoch: its rows are dropped from
 the weights and optimizer state (a copy of a few MB, cheaper than one step), so the others
@@ -41,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from search_spaces import DEEP_MLP, DeepMLPConfig, derived_seed
+from search_spaces import DEEP_MLP, DeepMLPConfig, NoiseSetup, derived_seed
 from worker.stacked import StackedOptimizer, StackMember, clip_limits, clip_per_member_
 from worker.stacked_noise import StackedGradientNoise
 from worker.tasks.base import check_noise, final_result, resolve_device, validate
@@ -266,7 +267,11 @@ def run_stack(
     keys = {stack_key(c.model_dump()) for c in cfgs}
     if len(keys) > 1:
         raise ValueError(f"members cannot share a stack: they differ in {STACK_KEYS}")
-    noise = [check_noise(m.eta, m.gamma) for m in members]
+    setups = [m.noise if m.noise is not None else NoiseSetup(*check_noise(m.eta, m.gamma))
+              for m in members]  # fmt: skip
+    placement = setups[0].placement
+    if any(s.placement != placement for s in setups):
+        raise ValueError("members of a stack must share the noise placement")
     dev = torch.device(resolve_device(device))
     lead = cfgs[0]
 
@@ -283,9 +288,11 @@ def run_stack(
     )
     noisy = StackedGradientNoise(
         stack.params,
-        [eta for eta, _ in noise],
-        [gamma for _, gamma in noise],
+        [s.eta for s in setups],
+        [s.gamma for s in setups],
         [derived_seed(c.seed, "noise") for c in cfgs],
+        schedules=[s.make_schedule() for s in setups],
+        relative=[s.scale == "relative" for s in setups],
     )
     order_gen = torch.Generator().manual_seed(derived_seed(start.data_seed, "order"))
     if start.states:
@@ -305,9 +312,12 @@ def run_stack(
         limits = clip_limits(clips, dev) if any(c is not None for c in clips) else None
         for xb, yb in zip(xs, ys, strict=True):
             logits, losses, grads = stack.loss_and_grads(xb, yb)
+            if placement == "before_clip":
+                noisy.add_to(grads)
             if limits is not None:
-                clip_per_member_(grads, limits)  # clip first, noise after
-            noisy.add_to(grads)
+                clip_per_member_(grads, limits)
+            if placement == "after_clip":  # the paper's: clip first, noise after
+                noisy.add_to(grads)
             optimizer.step(grads)
             loss_sum += losses
             correct += (logits.argmax(-1) == yb).sum(-1)

@@ -42,10 +42,13 @@ def train(
     device: str = "cpu",
     report: Report | None = None,
     progress: bool = False,
+    noise: Any = None,
 ) -> dict[str, Any]:
     """Report the bowl's curve once per epoch (sleeping ``sleep_s`` each); see module doc.
 
-    ``device`` and ``progress`` are accepted for the common trainer signature and ignored.
+    ``device`` and ``progress`` are accepted for the common trainer signature and ignored,
+    and so is ``noise``: the bowl depends on eta and gamma alone, whatever the schedule
+    family, so that searches over schedules can be tried and tested at no cost.
     """
     cfg = validate(QUADRATIC, config)
     assert isinstance(cfg, QuadraticConfig)
