@@ -141,3 +141,19 @@ def test_the_api_and_pages_answer_200(make_client: Any, storage_url: str) -> Non
         assert client.get(path).status_code == 200, path
     html = render_report(storage_url, "cond")
     assert "momentum" in html
+
+
+def test_submissions_name_a_bad_condition_in_a_422(make_client: Any) -> None:
+    client = make_client()
+    body = {"name": "c", "task": "deep_mlp", "task_config": {"epochs": 2}, "search_space": SPACE}
+    bad = {**SPACE, "momentum": {**SPACE["momentum"], "when": {"optimizer": ["nesterov"]}}}
+    answer = client.post("/api/v1/studies", json={**body, "search_space": bad})
+    assert answer.status_code == 422, answer.text
+    (detail,) = answer.json()["detail"]
+    assert detail["loc"][-1] == "search_space"
+    assert "parameter 'momentum': when.optimizer lists 'nesterov'" in detail["msg"]
+    grid = {**body, "sampler": {"type": "grid"}}
+    answer = client.post("/api/v1/studies", json=grid)
+    assert answer.status_code == 422
+    assert "grid sampler cannot search conditional parameters" in answer.text
+    assert client.post("/api/v1/studies", json=body).status_code == 201
