@@ -15,6 +15,7 @@ from service.plots import PLOT_KINDS, build_figure, compute_info, study_snapshot
 from service.plots._data import INACTIVE, ContourInfo, ParallelInfo, SliceInfo
 from service.plots._importance import ImportanceInfo
 from service.plots._snapshot import StudySnapshot, TooFew
+from service.plots._training import NoiseScheduleInfo
 from service.report import render_report
 from tests.service.dashboard_fixtures import make_study
 
@@ -157,3 +158,19 @@ def test_submissions_name_a_bad_condition_in_a_422(make_client: Any) -> None:
     assert answer.status_code == 422
     assert "grid sampler cannot search conditional parameters" in answer.text
     assert client.post("/api/v1/studies", json=body).status_code == 201
+
+
+def test_noise_schedules_use_the_default_of_a_gamma_the_trial_lacks(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'noisetune.db'}"
+    space = {
+        "eta": {"type": "categorical", "choices": [0.3, 1.0]},
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        "gamma": {"type": "float", "low": 0.6, "high": 1.0, "when": {"optimizer": ["sgd"]}},
+    }
+    make_study(url, "g", space=space, complete=8, pruned=0, failed=0, running=0)
+    snap = study_snapshot(open_storage(url), "g")
+    info = compute_info(snap, "noise_schedule")
+    assert isinstance(info, NoiseScheduleInfo)
+    trials = {t.number: t for t in snap.complete}
+    lacking = [s for s in info.schedules if "gamma" not in trials[s.number].params]
+    assert lacking and all(s.gamma == 0.55 for s in lacking)
