@@ -6,6 +6,10 @@ parameter, or one of::
     {"type": "float", "low": .., "high": .., "log": false, "step": null}
     {"type": "int", "low": .., "high": .., "log": false, "step": 1}
     {"type": "categorical", "choices": [..]}
+
+Any of them may add ``"when": {parent: [values]}``: the parameter is then drawn only while
+each named parent (a categorical parameter or a fixed value) takes one of the listed values,
+and a trial lacks it otherwise; the rules are in `search_spaces._conditions`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,17 @@ import math
 from typing import Annotated, Any, Literal
 
 import optuna.distributions as od
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from search_spaces._conditions import ConditionError, holds, suggestion_order
 
 # Bounds that keep one study's space small enough to store, sample and draw.
 MAX_PARAMETERS = 64
@@ -25,6 +39,29 @@ Scalar = bool | int | float | str | None
 
 class _Param(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Active only while every named parent takes one of its listed values (None: always).
+    when: dict[str, list[Scalar]] | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _some_conditions(
+        cls, when: dict[str, list[Scalar]] | None
+    ) -> dict[str, list[Scalar]] | None:
+        if when is None:
+            return None
+        if not when:
+            raise ValueError("must name at least one parent parameter, or be left out")
+        for parent, values in when.items():
+            if not values:
+                raise ValueError(f"{parent}: must list at least one value of {parent!r}")
+            if len(values) > MAX_CHOICES:
+                raise ValueError(f"{parent}: at most {MAX_CHOICES} values, got {len(values)}")
+        return when
+
+    def active(self, values: dict[str, Any]) -> bool:
+        """Whether this parameter is drawn, given the values of the parameters drawn before."""
+        return holds(self.when, values)
 
 
 class FloatParam(_Param):
@@ -88,12 +125,27 @@ class SearchSpaceError(ValueError):
 
 
 class SearchSpace(BaseModel):
-    """A parsed space: sampled parameters and fixed ones, both keyed by parameter name."""
+    """A parsed space: sampled parameters and fixed ones, both keyed by parameter name.
+
+    `sampled` is in suggestion order: each parameter after the parents its `when` names.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     sampled: dict[str, FloatParam | IntParam | CategoricalParam] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def conditional(self) -> list[str]:
+        """Sampled parameters that some trials lack: those conditional on a sampled parent.
+
+        A condition on fixed values only always holds (the schema rejects one that never does).
+        """
+        return [
+            name
+            for name, p in self.sampled.items()
+            if p.when and any(parent in self.sampled for parent in p.when)
+        ]
 
     @property
     def names(self) -> list[str]:
@@ -156,11 +208,29 @@ def parse_search_space(raw: Any) -> SearchSpace:
             fixed[name] = value
         else:
             raise SearchSpaceError(f"parameter {name!r}: unsupported value {value!r}")
-    return SearchSpace(sampled=sampled, fixed=fixed)
+    choices: dict[str, list[Any] | None] = {name: [value] for name, value in fixed.items()}
+    for name, p in sampled.items():
+        choices[name] = list(p.choices) if isinstance(p, CategoricalParam) else None
+    try:
+        order = suggestion_order({n: p.when for n, p in sampled.items()}, choices, fixed)
+    except ConditionError as exc:
+        raise SearchSpaceError(str(exc)) from None
+    return SearchSpace(sampled={name: sampled[name] for name in order}, fixed=fixed)
 
 
 def grid_of(space: SearchSpace) -> dict[str, list[Any]]:
-    """The grid a grid sampler walks: categorical choices and stepped int/float ranges."""
+    """The grid a grid sampler walks: categorical choices and stepped int/float ranges.
+
+    Optuna's grid is the full product of every parameter's values, with no notion of a
+    parameter that some points lack, so a space with conditional parameters has no grid.
+    """
+    if space.conditional:
+        names = ", ".join(repr(n) for n in space.conditional)
+        raise SearchSpaceError(
+            f"parameter {names.split(', ')[0]}: the grid sampler cannot search conditional "
+            f"parameters (conditional here: {names}); its grid is the full product of every "
+            "parameter's values. Use the tpe or random sampler, or one grid study per branch"
+        )
     grid: dict[str, list[Any]] = {}
     for name, p in space.sampled.items():
         if isinstance(p, CategoricalParam):

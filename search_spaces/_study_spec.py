@@ -258,8 +258,8 @@ def _check_new_study_bounds(
 
 def _check_x0(x0: dict[str, float], space: SearchSpace) -> None:
     # CMA-ES starts from x0 in the space of its float and int parameters (those of more than
-    # one value), all of which it needs; a name it does not search or a value outside the
-    # range would fail in a worker, not here.
+    # one value), all of which it needs save conditional ones; a name it does not search or
+    # a value outside the range would fail in a worker, not here.
     ranged = {n: p for n, p in space.sampled.items() if not isinstance(p, CategoricalParam)}
     where = "sampler.options.x0"
     unknown = sorted(set(x0) - set(ranged))
@@ -268,7 +268,9 @@ def _check_x0(x0: dict[str, float], space: SearchSpace) -> None:
             f"{where}: the search space has no float or int parameter named "
             f"{', '.join(map(repr, unknown))} (it has: {', '.join(ranged) or 'none'})"
         )
-    missing = [n for n, p in ranged.items() if n not in x0 and p.low < p.high]
+    # Its search space is what every trial shares: conditional parameters are drawn apart.
+    shared = [n for n in ranged if n not in space.conditional]
+    missing = [n for n in shared if n not in x0 and ranged[n].low < ranged[n].high]
     if missing:
         raise ValueError(f"{where}: needs a start value for {', '.join(map(repr, missing))}")
     for name, value in x0.items():

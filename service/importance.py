@@ -23,4 +23,6 @@ def param_importance(
     if isinstance(info, TooFew):
         return ImportancePublic(evaluator=evaluator, importances={}, message=info.message)
     shares = dict(zip(info.params, info.importances, strict=True))
-    return ImportancePublic(evaluator=evaluator, importances=shares, message=None)
+    return ImportancePublic(
+        evaluator=evaluator, importances=shares, message=None, not_ranked=list(info.not_ranked)
+    )

@@ -93,6 +93,11 @@ class ImportancePublic(BaseModel):
     evaluator: Evaluator
     importances: dict[str, float] = Field(description="parameter -> share; shares sum to 1")
     message: str | None = None
+    not_ranked: list[str] = Field(
+        default_factory=list,
+        description="conditional parameters (a `when` in the space) that vary but are not "
+        "ranked: importance is measured over parameters every complete trial has",
+    )
 
 
 class WorkerPublic(BaseModel):

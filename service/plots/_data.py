@@ -19,6 +19,8 @@ from service.plots._snapshot import StudySnapshot, TooFew, too_few
 MAX_PARALLEL_LINES = 5000
 MAX_CONTOUR_POINTS = 2000
 CONTOUR_BINS = 24
+# Where a trial lacks a conditional parameter, the parallel plot draws it at this tick.
+INACTIVE = "(inactive)"
 
 
 class HistoryInfo(NamedTuple):
@@ -62,23 +64,23 @@ class SliceInfo(NamedTuple):
 
 
 def slice_info(snap: StudySnapshot) -> SliceInfo | TooFew:
-    done = snap.complete
-    if not done:
+    """One slice per parameter, each over the complete trials that have it (all of them but
+    for a conditional parameter, as Optuna's own slice plot does)."""
+    if not snap.complete:
         return too_few("slice", 1, 0)
-    names = snap.varying() or snap.param_names
-    objective = [float(t.value) for t in done]  # type: ignore[arg-type]
-    numbers = [t.number for t in done]
-    params = [
-        ParamSlice(
-            name,
-            [snap.param(t, name) for t in done],
-            objective,
-            numbers,
-            snap.is_log(name),
-            snap.is_categorical(name),
+    params = []
+    for name in snap.varying() or snap.param_names:
+        trials = snap.having(name)
+        params.append(
+            ParamSlice(
+                name,
+                [snap.param(t, name) for t in trials],
+                [float(t.value) for t in trials],  # type: ignore[arg-type]
+                [t.number for t in trials],
+                snap.is_log(name),
+                snap.is_categorical(name),
+            )
         )
-        for name in names
-    ]
     return SliceInfo(snap.metric, params)
 
 
@@ -88,6 +90,9 @@ class Dimension(NamedTuple):
     log: bool
     # Categorical parameters are drawn at their index; these label the ticks.
     categories: list[str] | None
+    # A numeric conditional parameter: where the trials that lack it are drawn (below the
+    # range, labelled INACTIVE); None when every trial has it.
+    inactive_at: float | None = None
 
 
 class ParallelInfo(NamedTuple):
@@ -112,19 +117,36 @@ def parallel_info(snap: StudySnapshot) -> ParallelInfo | TooFew:
         return too_few("parallel", 2, len(done))
     rows = thin(snap.ranked(), MAX_PARALLEL_LINES, MAX_PARALLEL_LINES // 5)
     rows.sort(key=lambda t: t.number)
-    dims = []
-    for name in snap.varying() or snap.param_names:
-        raw = [snap.param(t, name) for t in rows]
-        if snap.is_categorical(name) or any(isinstance(v, str | bool) or v is None for v in raw):
-            cats = sorted({_label(v) for v in raw}, key=_natural)
-            index = {c: i for i, c in enumerate(cats)}
-            dims.append(Dimension(name, [float(index[_label(v)]) for v in raw], False, cats))
-        else:
-            log = snap.is_log(name) and min(raw) > 0
-            vals = [math.log10(v) if log else float(v) for v in raw]
-            dims.append(Dimension(name, vals, log, None))
+    dims = [_dimension(snap, name, rows) for name in snap.varying() or snap.param_names]
     objective = [float(t.value) for t in rows]  # type: ignore[arg-type]
     return ParallelInfo(snap.metric, objective, dims, len(done))
+
+
+def _dimension(snap: StudySnapshot, name: str, rows: list[FrozenTrial]) -> Dimension:
+    """One axis of the parallel plot; trials that lack a conditional parameter get a tick of
+    their own (Optuna's plot leaves such trials out, which would hide every other branch)."""
+    has = [name in t.params or name not in snap.partial for t in rows]
+    raw = [snap.param(t, name) for t in rows]
+    present = [v for v, h in zip(raw, has, strict=True) if h]
+    if (
+        snap.is_categorical(name)
+        or not present
+        or any(isinstance(v, str | bool) or v is None for v in present)
+    ):
+        cats = sorted({_label(v) for v in present}, key=_natural)
+        cats += [] if all(has) else [INACTIVE]
+        index = {c: i for i, c in enumerate(cats)}
+        labels = [_label(v) if h else INACTIVE for v, h in zip(raw, has, strict=True)]
+        return Dimension(name, [float(index[c]) for c in labels], False, cats)
+    log = snap.is_log(name) and min(present) > 0
+    scaled = [math.log10(v) if log else float(v) for v in present]
+    if all(has):
+        return Dimension(name, scaled, log, None)
+    lo, hi = min(scaled), max(scaled)
+    inactive_at = lo - (0.15 * (hi - lo) if hi > lo else 1.0)
+    values = iter(scaled)
+    vals = [next(values) if h else inactive_at for h in has]
+    return Dimension(name, vals, log, None, inactive_at)
 
 
 def _natural(label: str) -> tuple[int, float, str]:
@@ -206,7 +228,7 @@ def _label(value: Any) -> str:
 
 
 def _flat_message(snap: StudySnapshot, varying: list[str], flat: list[str]) -> str:
-    fixed = ", ".join(f"{p} = {snap.param(snap.complete[0], p)}" for p in flat)
+    fixed = ", ".join(f"{p} = {snap.param(snap.having(p)[0], p)}" for p in flat)
     return (
         f"contour needs two parameters that vary; this study varies "
         f"{', '.join(varying) or 'none'} (fixed: {fixed})"
@@ -221,19 +243,24 @@ def contour_info(snap: StudySnapshot, params: list[str] | None = None) -> Contou
                 f"contour needs two different parameters of the study, got {','.join(params)!r}; "
                 f"the study's parameters are {', '.join(snap.param_names)}"
             )
-    done = snap.complete
-    if len(done) < 3:
-        return too_few("contour", 3, len(done))
+    if len(snap.complete) < 3:
+        return too_few("contour", 3, len(snap.complete))
     varying = snap.varying()
     if params is None:
+        # eta and gamma first, then parameters every trial has, then conditional ones.
         noise = [p for p in ("eta", "gamma") if p in varying]
-        params = (noise + [p for p in varying if p not in noise])[:2]
+        rest = sorted((p for p in varying if p not in noise), key=lambda p: p in snap.partial)
+        params = (noise + rest)[:2]
         if len(params) < 2:
             flat = [p for p in ("eta", "gamma") if p not in varying]
             return TooFew("contour", 2, len(varying), _flat_message(snap, varying, flat))
     flat = [p for p in params if p not in varying]
     if flat:
         return TooFew("contour", 2, len(varying), _flat_message(snap, varying, flat))
+    # Conditional parameters: the trials that have both, as in Optuna's contour plot.
+    done = snap.having(*params)
+    if len(done) < 3:
+        return too_few("contour", 3, len(done), f"complete trials with both {' and '.join(params)}")
     xs = [snap.param(t, params[0]) for t in done]
     ys = [snap.param(t, params[1]) for t in done]
     x_axis, xi = _bin_axis(snap, params[0], xs)
@@ -249,7 +276,7 @@ def contour_info(snap: StudySnapshot, params: list[str] | None = None) -> Contou
         [None if c == 0 else float(m) for m, c in zip(row, crow, strict=True)]
         for row, crow in zip(means, counts, strict=True)
     ]
-    shown = thin(snap.ranked(), MAX_CONTOUR_POINTS, MAX_CONTOUR_POINTS // 10)
+    shown = thin(snap.ranked(done), MAX_CONTOUR_POINTS, MAX_CONTOUR_POINTS // 10)
     pick = [snap.param(t, params[0]) for t in shown], [snap.param(t, params[1]) for t in shown]
     if x_axis.categorical:
         pick = ([_label(v) for v in pick[0]], pick[1])

@@ -13,7 +13,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from service.plots._data import (
+    INACTIVE,
     ContourInfo,
+    Dimension,
     HistoryInfo,
     ParallelInfo,
     SliceInfo,
@@ -97,6 +99,17 @@ def importance_figure(info: ImportanceInfo) -> go.Figure:
     )
     fig.update_xaxes(title="share of importance", range=[0, 1.1], tickformat=".0%")
     fig.update_yaxes(ticksuffix="  ")
+    if info.not_ranked:
+        fig.add_annotation(
+            text=f"not ranked (conditional, not in every trial): {', '.join(info.not_ranked)}",
+            showarrow=False,
+            x=1,
+            y=-0.12,
+            xref="paper",
+            yref="paper",
+            xanchor="right",
+            font={"size": 12, "color": "#6b7280"},
+        )
     return fig
 
 
@@ -140,6 +153,20 @@ def _log_ticks(values: list[float]) -> dict[str, Any]:
     return {"tickvals": ticks, "ticktext": [f"{10.0**k:g}" for k in ticks]}
 
 
+def _inactive_ticks(d: Dimension) -> dict[str, Any]:
+    """Ticks of a numeric axis whose trials that lack the parameter sit below its range."""
+    present = [v for v in d.values if v != d.inactive_at]
+    if d.log:
+        ticks = _log_ticks(present)
+    else:
+        vals = np.linspace(min(present), max(present), 5 if max(present) > min(present) else 1)
+        ticks = {"tickvals": vals.tolist(), "ticktext": [f"{v:.3g}" for v in vals]}
+    return {
+        "tickvals": [d.inactive_at, *ticks["tickvals"]],
+        "ticktext": [INACTIVE, *ticks["ticktext"]],
+    }
+
+
 def parallel_figure(info: ParallelInfo) -> go.Figure:
     shown = len(info.objective)
     count = f"{shown} of {info.n_total} trials shown" if shown < info.n_total else f"{shown} trials"
@@ -150,6 +177,8 @@ def parallel_figure(info: ParallelInfo) -> go.Figure:
         dim: dict[str, Any] = {"label": d.label, "values": np.asarray(d.values)}
         if d.categories is not None:
             dim.update(tickvals=list(range(len(d.categories))), ticktext=d.categories)
+        elif d.inactive_at is not None:
+            dim.update(_inactive_ticks(d))
         elif d.log:
             dim.update(_log_ticks(d.values))
         dims.append(dim)

@@ -2,6 +2,11 @@
 
 Optuna's evaluators read trials through a Study; `_SnapshotStudy` is a Study whose trials
 are the snapshot's, so importance never re-reads the database.
+
+Conditional parameters (a `when` in the space) are not ranked: Optuna's evaluators need a
+parameter in every trial they read (left to themselves, they rank the parameters all complete
+trials share), and a share over only the trials of one branch would not add up with the
+others. Their names come back in `not_ranked`.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class ImportanceInfo(NamedTuple):
     params: list[str]  # most important first
     importances: list[float]  # shares that sum to 1
     n_trials: int
+    # Varying parameters some complete trials lack (conditional ones): not ranked.
+    not_ranked: tuple[str, ...] = ()
 
 
 class _SnapshotStudy(optuna.Study):
@@ -79,9 +86,14 @@ def importance_info(snap: StudySnapshot, evaluator: str = "ped_anova") -> Import
     if len(done) < MIN_TRIALS:
         return too_few("importance", MIN_TRIALS, len(done), "complete trials")
     # Only sampled parameters that vary: a fixed one has no importance to measure.
-    params = [p for p in snap.varying() if all(p in t.params for t in done)]
+    varying = snap.varying()
+    params = [p for p in varying if all(p in t.params for t in done)]
+    not_ranked = [p for p in varying if p not in params]
     if not params:
-        return TooFew("importance", 1, 0, "importance needs a searched parameter that varies")
+        also = f" (conditional ones are not ranked: {', '.join(not_ranked)})" if not_ranked else ""
+        return TooFew(
+            "importance", 1, 0, f"importance needs a searched parameter that varies{also}"
+        )
     trials = done
     if evaluator == "fanova" and len(done) > FANOVA_MAX_TRIALS:
         trials = thin(sorted(done, key=lambda t: t.number), FANOVA_MAX_TRIALS, 0)
@@ -94,5 +106,9 @@ def importance_info(snap: StudySnapshot, evaluator: str = "ped_anova") -> Import
         shares = get_param_importances(study, evaluator=_evaluator(evaluator), params=params)
     ordered = sorted(shares.items(), key=lambda kv: -kv[1])
     return ImportanceInfo(
-        evaluator, [k for k, _ in ordered], [float(v) for _, v in ordered], len(done)
+        evaluator,
+        [k for k, _ in ordered],
+        [float(v) for _, v in ordered],
+        len(done),
+        tuple(not_ranked),
     )

@@ -96,10 +96,30 @@ class StudySnapshot:
         return {**self.task_defaults, **self.noise_defaults, **trial.params}
 
     def param(self, trial: FrozenTrial, name: str) -> Any:
-        """A trial's value of `name`, falling back to fixed and default values (eta, gamma)."""
+        """A trial's value of `name`, falling back to fixed and default values (eta, gamma).
+
+        A conditional parameter the trial lacks (see `partial`) has no value: None.
+        """
         if name in trial.params:
             return trial.params[name]
+        if name in self.partial:
+            return None
         return self.noise_defaults.get(name)
+
+    @cached_property
+    def partial(self) -> frozenset[str]:
+        """Sampled parameters some complete trials lack: conditional ones (a `when` in the
+        space) that were inactive there. Plots draw each over the trials that have it."""
+        have: dict[str, int] = {}
+        for t in self.complete:
+            for name in t.params:
+                have[name] = have.get(name, 0) + 1
+        return frozenset(n for n, count in have.items() if count < len(self.complete))
+
+    def having(self, *names: str) -> list[FrozenTrial]:
+        """The complete trials with a value of every one of `names`."""
+        needed = [n for n in names if n in self.partial]
+        return [t for t in self.complete if all(n in t.params for n in needed)]
 
     @cached_property
     def param_names(self) -> list[str]:
@@ -111,10 +131,10 @@ class StudySnapshot:
         return list(names)
 
     def varying(self, names: list[str] | None = None) -> list[str]:
-        """Parameters that take at least two values over the complete trials."""
+        """Parameters that take at least two values over the complete trials that have them."""
         out = []
         for name in names or self.param_names:
-            seen = {repr(self.param(t, name)) for t in self.complete}
+            seen = {repr(self.param(t, name)) for t in self.having(name)}
             if len(seen) >= 2:
                 out.append(name)
         return out

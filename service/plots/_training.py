@@ -116,8 +116,10 @@ def noise_schedule_info(
         return too_few("noise_schedule", 1, 0, "complete trials")
     schedules = []
     for trial in snap.ranked()[:best]:
-        eta = float(snap.param(trial, "eta") or 0.0)
-        gamma = float(snap.param(trial, "gamma") or 0.0)
+        # What the trial trained with: a conditional gamma it lacks took its default.
+        config = snap.config(trial)
+        eta = float(config.get("eta") or 0.0)
+        gamma = float(config.get("gamma") or 0.0)
         steps = schedule_steps(total_steps(trial))
         schedules.append(
             Schedule(

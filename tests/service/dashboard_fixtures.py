@@ -79,7 +79,8 @@ def make_study(
     }
     study = register_study(url, spec)
     rng = random.Random(seed)
-    dists = StudySpec.model_validate(spec).space.distributions()
+    space = StudySpec.model_validate(spec).space
+    dists = space.distributions()
     # Recent start times, so that running trials look like they started minutes ago.
     start = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=12 * total + 60)
     states = (
@@ -91,7 +92,12 @@ def make_study(
     rng.shuffle(states)
     trials = []
     for i, state in enumerate(states):
-        params = {k: _draw(rng, d) for k, d in dists.items()}
+        # Drawn as a worker draws them: parameters whose `when` does not hold are left out.
+        drawn: dict[str, Any] = dict(space.fixed)
+        params = {}
+        for k, p in space.sampled.items():
+            if p.active(drawn):
+                params[k] = drawn[k] = _draw(rng, dists[k])
         final = accuracy(params.get("eta", 0.0), params.get("gamma", 0.55), params.get("lr", 0.03))
         n_epochs = {TrialState.PRUNED: 2, TrialState.RUNNING: 3, TrialState.FAIL: 1}.get(
             state, epochs
@@ -118,7 +124,7 @@ def make_study(
                 state=state,
                 value=final if state == TrialState.COMPLETE else None,
                 params=params,
-                distributions=dists,
+                distributions={k: dists[k] for k in params},
                 user_attrs=attrs,
                 intermediate_values={int(c["epoch"]): c["val_accuracy"] for c in curve},
             )

@@ -243,12 +243,21 @@ def _record_claims(
 
 
 def suggest_all(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
-    """Sample every parameter of the space (or take the queued values of a retried trial)."""
-    for name, p in spec.space.sampled.items():
+    """Sample every active parameter of the space (or take a retried trial's queued values).
+
+    A define-by-run space: parameters come in the space's order, parents first, and one
+    whose `when` does not hold for the values drawn so far is not suggested at all, so the
+    trial lacks it (and its sampler never sees it).
+    """
+    space = spec.space
+    values: dict[str, Any] = dict(space.fixed)
+    for name, p in space.sampled.items():
+        if not p.active(values):
+            continue
         if isinstance(p, FloatParam):
-            trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
+            values[name] = trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
         elif isinstance(p, IntParam):
-            trial.suggest_int(name, p.low, p.high, log=p.log, step=p.step)
+            values[name] = trial.suggest_int(name, p.low, p.high, log=p.log, step=p.step)
         else:
-            trial.suggest_categorical(name, p.choices)
+            values[name] = trial.suggest_categorical(name, p.choices)
     return trial.params
