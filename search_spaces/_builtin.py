@@ -22,6 +22,26 @@ BUILTIN_SPACES: dict[str, dict[str, Any]] = {
         "eta": {"type": "categorical", "choices": [0.0, *PAPER_ETAS]},
         "gamma": DEFAULT_GAMMA,
     },
+    # Which schedule: the five families with eta 0 as the control, each family's own
+    # parameter searched only when it is chosen (placement, scale and window: defaults).
+    "schedules": {
+        "schedule": {
+            "type": "categorical",
+            "choices": ["polynomial", "constant", "exponential", "cosine", "linear"],
+        },
+        "eta": {"type": "categorical", "choices": [0.0, *PAPER_ETAS]},
+        "gamma": {
+            "type": "float", "low": 0.3, "high": 1.0, "when": {"schedule": ["polynomial"]},
+        },
+        "half_life": {
+            "type": "int", "low": 10, "high": 10000, "log": True,
+            "when": {"schedule": ["exponential"]},
+        },
+        "horizon": {
+            "type": "int", "low": 100, "high": 100000, "log": True,
+            "when": {"schedule": ["cosine", "linear"]},
+        },
+    },  # fmt: skip
     "wide": {
         "eta": {"type": "float", "low": 1e-3, "high": 3.0, "log": True},
         "gamma": {"type": "float", "low": 0.0, "high": 1.0},

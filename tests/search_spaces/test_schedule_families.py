@@ -60,3 +60,37 @@ def test_each_family_asks_for_its_own_parameter() -> None:
         CosineSchedule(1.0, 10.5)
     with pytest.raises(ValueError, match="noise_window must be >= 1"):
         make_schedule("constant", 1.0, window=0)
+
+
+def _spec(space: dict | str) -> dict:
+    return {"name": "s", "task": "quadratic", "search_space": space, "n_trials": 4}
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"schedule": "sawtooth"}, "schedule must be one of polynomial, constant"),
+        ({"placement": "sideways"}, "placement must be one of after_clip, before_clip"),
+        ({"scale": {"type": "categorical", "choices": ["absolute", "percent"]}},
+         "scale must be one of absolute, relative, got 'percent'"),
+        ({"schedule": "linear"}, "schedule 'linear' needs horizon"),
+        ({"schedule": {"type": "categorical", "choices": ["polynomial", "exponential"]}},
+         "schedule 'exponential' needs half_life"),
+        ({"schedule": "cosine", "horizon": 10.5}, "horizon must be a whole number"),
+        ({"noise_window": 0}, "noise_window must be a whole number of steps >= 1"),
+        ({"schedule": "exponential", "half_life": -3}, "half_life must be a number of steps > 0"),
+    ],
+)  # fmt: skip
+def test_noise_parameters_are_checked_at_submission(space: dict, message: str) -> None:
+    from search_spaces import StudySpec
+
+    with pytest.raises(ValueError, match=message):
+        StudySpec.model_validate(_spec(space))
+
+
+def test_the_builtin_schedules_space_searches_each_familys_own_parameter() -> None:
+    from search_spaces import StudySpec
+
+    space = StudySpec.model_validate(_spec("schedules")).space
+    assert space.names == ["schedule", "eta", "gamma", "half_life", "horizon"]
+    assert space.sampled["eta"].choices == [0.0, 0.01, 0.3, 1.0]  # type: ignore[union-attr]
