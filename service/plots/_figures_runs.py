@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from service.plots._data import TimelineInfo
 from service.plots._figures import STATE_COLORS, figure, integer_ticks, scatter
-from service.plots._training import Curve, IntermediateInfo, NoiseScheduleInfo
+from service.plots._training import Curve, IntermediateInfo, NoiseScheduleInfo, Schedule
 
 BAR_TIMELINE_MAX = 1000
 
@@ -114,13 +114,26 @@ def timeline_figure(info: TimelineInfo) -> go.Figure:
     return fig
 
 
+def schedule_label(s: Schedule) -> str:
+    """The schedule in a legend: the paper's as η and γ, any other by its own parameters."""
+    setup = s.setup or {"schedule": "polynomial"}
+    text = [f"η={s.eta:.3g}"]
+    if setup.get("schedule", "polynomial") == "polynomial":
+        text.append(f"γ={s.gamma:.3g}")
+    for name, value in setup.items():
+        if name not in ("eta", "gamma"):
+            text.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+    return ", ".join(text)
+
+
 def noise_schedule_figure(info: NoiseScheduleInfo) -> go.Figure:
     n = len(info.schedules)
     fig = figure(
-        f"Noise schedules of the best {n} trials: σ_t = √(η / (1+t)^γ)", height=380 + 20 * n
+        f"Noise schedules of the best {n} trials: σ_t, the std of each trial's schedule",
+        height=380 + 20 * n,
     )
     for s in info.schedules:
-        label = f"#{s.number}: η={s.eta:.3g}, γ={s.gamma:.3g} → {s.value:.4g}"
+        label = f"#{s.number}: {schedule_label(s)} → {s.value:.4g}"
         fig.add_trace(
             go.Scatter(
                 x=np.asarray(s.steps),

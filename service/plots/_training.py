@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from search_spaces import trial_attrs
+from search_spaces.noise_setup import NoiseSetup
 from search_spaces.schedules import PolynomialSchedule
 from service.plots._data import thin
 from service.plots._snapshot import StudySnapshot, TooFew, too_few
@@ -72,6 +73,9 @@ class Schedule(NamedTuple):
     gamma: float
     steps: list[int]
     sigma: list[float]  # standard deviation of the noise at each step
+    setup: dict[str, Any] | None = (
+        None  # the noise setup as the spec names it (NoiseSetup.as_params)
+    )
 
 
 class NoiseScheduleInfo(NamedTuple):
@@ -80,7 +84,7 @@ class NoiseScheduleInfo(NamedTuple):
 
 
 def sigma(eta: float, gamma: float, steps: np.ndarray) -> np.ndarray:
-    """sigma_t at each step, from the same schedule object that GradientNoise uses."""
+    """sigma_t of the paper's schedule at each step (GradientNoise's own formula)."""
     return np.asarray(PolynomialSchedule(eta, gamma).std(steps), dtype=float)
 
 
@@ -99,13 +103,22 @@ def total_steps(trial: FrozenTrial) -> int:
     return max(int(metrics.get("epochs") or len(curve) or 1), 1)
 
 
-def schedule_steps(n_steps: int, points: int = SCHEDULE_POINTS) -> np.ndarray:
-    """Steps 0..n_steps-1, dense early where sigma falls fastest, at most about `points`."""
+def schedule_steps(
+    n_steps: int, points: int = SCHEDULE_POINTS, breaks: tuple[int, ...] = ()
+) -> np.ndarray:
+    """Steps 0..n_steps-1, dense early where sigma falls fastest, at most about `points`,
+    with each step of `breaks` and the one before it (where a schedule jumps to 0)."""
     if n_steps <= points:
         return np.arange(n_steps)
     early = np.arange(min(points // 6, n_steps))
     later = np.geomspace(1, n_steps, points).round().astype(np.int64) - 1
-    return np.unique(np.concatenate([early, later, [n_steps - 1]]))
+    edges = [s for b in breaks for s in (b - 1, b) if 0 <= s < n_steps]
+    return np.unique(np.concatenate([early, later, [n_steps - 1], edges]).astype(np.int64))
+
+
+def _breaks(setup: NoiseSetup) -> tuple[int, ...]:
+    """The steps where the setup's sigma drops to 0: its horizon and its window."""
+    return tuple(int(b) for b in (setup.horizon, setup.window) if b is not None)
 
 
 def noise_schedule_info(
@@ -117,18 +130,21 @@ def noise_schedule_info(
     schedules = []
     for trial in snap.ranked()[:best]:
         # What the trial trained with: a conditional gamma it lacks took its default.
-        config = snap.config(trial)
-        eta = float(config.get("eta") or 0.0)
-        gamma = float(config.get("gamma") or 0.0)
-        steps = schedule_steps(total_steps(trial))
+        try:
+            setup = NoiseSetup.from_values(snap.config(trial))
+        except (TypeError, ValueError):
+            continue  # values no schedule can be made of: nothing exact to draw
+        steps = schedule_steps(total_steps(trial), breaks=_breaks(setup))
+        std = np.asarray(setup.make_schedule().std(steps), dtype=float)
         schedules.append(
             Schedule(
                 trial.number,
                 float(trial.value),  # type: ignore[arg-type]
-                eta,
-                gamma,
+                setup.eta,
+                setup.gamma,
                 steps.tolist(),
-                sigma(eta, gamma, steps).tolist(),
+                std.tolist(),
+                setup.as_params(),
             )
         )
     return NoiseScheduleInfo(snap.metric, schedules)

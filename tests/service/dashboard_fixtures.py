@@ -156,6 +156,8 @@ def make_study(
 def _draw(rng: random.Random, dist: optuna.distributions.BaseDistribution) -> Any:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return rng.choice(dist.choices)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return rng.randint(dist.low, dist.high)
     assert isinstance(dist, optuna.distributions.FloatDistribution)
     if dist.log:
         return math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))

@@ -235,3 +235,35 @@ def test_database_stays_an_optuna_storage(paper_any: str) -> None:
     # The bulk reader agrees with Optuna's own reader, trial for trial.
     assert read_trials(storage.engine, loaded._study_id, -1, set()) == trials
     assert not any(math.isnan(t.value) for t in trials if t.value is not None)
+
+
+def test_noise_schedule_draws_every_family_exactly(paper: str) -> None:
+    from search_spaces import NoiseSetup
+
+    space = {
+        "schedule": {"type": "categorical", "choices": ["cosine", "exponential", "linear"]},
+        "eta": {"type": "categorical", "choices": [0.3, 1.0]},
+        "half_life": {"type": "int", "low": 5, "high": 50, "when": {"schedule": ["exponential"]}},
+        "horizon": {
+            "type": "int", "low": 10, "high": 40, "when": {"schedule": ["cosine", "linear"]},
+        },
+        "noise_window": 30,
+    }  # fmt: skip
+    make_study(paper, "families", complete=8, pruned=0, failed=0, running=0, space=space)
+    snap = study_snapshot(open_storage(paper), "families")
+    info = compute_info(snap, "noise_schedule")
+    assert isinstance(info, NoiseScheduleInfo) and info.schedules
+    trials = {t.number: t for t in _trials(paper, "families", TrialState.COMPLETE)}
+    for s in info.schedules:
+        params = trials[s.number].params
+        setup = NoiseSetup.from_values({**params, "noise_window": 30})
+        assert s.setup == setup.as_params() and s.setup["schedule"] == params["schedule"]
+        schedule = setup.make_schedule()
+        # The worker's formula (numpy's cos may differ from math's in the last bit).
+        assert s.sigma == pytest.approx([schedule.std(t) for t in s.steps], rel=1e-12, abs=0)
+        cut = min(30, params.get("horizon", 30))  # sigma is 0 from here on
+        if s.steps[-1] >= cut:
+            assert cut - 1 in s.steps and cut in s.steps  # the drop is drawn where it is
+            assert s.sigma[s.steps.index(cut)] == 0.0
+    figure = build_figure(snap, "noise_schedule")
+    assert any("half_life=" in trace.name or "horizon=" in trace.name for trace in figure.data)
