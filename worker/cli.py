@@ -75,6 +75,36 @@ def train_command(
     task: Annotated[str, typer.Option(help="Registered task name.")] = "deep_mlp",
     eta: Annotated[float, typer.Option(help="Noise variance at step 0.")] = 0.0,
     gamma: Annotated[float, typer.Option(help="Decay exponent of the variance.")] = DEFAULT_GAMMA,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="Noise schedule family: polynomial (the paper's, eta and gamma), "
+            "constant, exponential (--half-life), cosine or linear (--horizon)."
+        ),
+    ] = "polynomial",
+    half_life: Annotated[
+        float | None, typer.Option(help="exponential: steps over which the variance halves.")
+    ] = None,
+    horizon: Annotated[
+        int | None, typer.Option(help="cosine, linear: the step where the variance reaches 0.")
+    ] = None,
+    noise_window: Annotated[
+        int | None, typer.Option(help="Noise only during the first N optimizer steps.")
+    ] = None,
+    placement: Annotated[
+        str,
+        typer.Option(
+            help="after_clip (the paper's) or before_clip: noise added to the "
+            "raw gradients, then clipped with them."
+        ),
+    ] = "after_clip",
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="absolute (the paper's) or relative: each tensor's noise std "
+            "times its gradient's RMS."
+        ),
+    ] = "absolute",
     seed: Annotated[int | None, typer.Option(help="Overrides the config's seed.")] = None,
     config: Annotated[
         list[str] | None,
@@ -88,10 +118,10 @@ def train_command(
 ) -> None:
     """Train one run; the last line of standard output is the final metrics as JSON."""
     _require_torch("train")
-    from search_spaces import TaskConfigError, get_task_definition
+    from search_spaces import NoiseSetup, TaskConfigError, get_task_definition
     from worker.data import DatasetError
     from worker.tasks import TrainerImportError, load_trainer
-    from worker.tasks.base import check_noise, resolve_device
+    from worker.tasks.base import check_noise, resolve_device, takes_keyword
 
     try:
         definition = get_task_definition(task)
@@ -100,7 +130,13 @@ def train_command(
             values["seed"] = seed
         checked = definition.validate_config(values).model_dump()
         eta, gamma = check_noise(eta, gamma)
+        noise = NoiseSetup(eta, gamma, schedule, half_life, horizon, noise_window, placement, scale)
         trainer = load_trainer(definition)
+        extra: dict[str, Any] = {}
+        if takes_keyword(trainer, "noise"):
+            extra["noise"] = noise
+        elif not noise.is_paper:
+            raise ValueError(f"task {task!r} trains only the paper's noise (polynomial schedule)")
         if "torch" in sys.modules:  # a trainer that never imports torch has no device
             import torch
 
@@ -111,7 +147,7 @@ def train_command(
     except TrainerImportError as exc:
         _fail(str(exc), EXIT_FAILURE)
     try:
-        result = trainer(checked, eta=eta, gamma=gamma, device=device, progress=progress)
+        result = trainer(checked, eta=eta, gamma=gamma, device=device, progress=progress, **extra)
     except DatasetError as exc:
         _fail(str(exc), EXIT_FAILURE)
     typer.echo(json.dumps(json_safe(result)))

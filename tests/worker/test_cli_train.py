@@ -76,6 +76,9 @@ def test_seed_option_overrides_config_seed(app: typer.Typer) -> None:
         (["-c", "depth"], "KEY=VALUE"),
         (["--eta", "-0.5"], "eta"),
         (["--device", "tpu9"], "device"),
+        (["--schedule", "sawtooth"], "schedule must be one of polynomial"),
+        (["--schedule", "cosine"], "the cosine schedule needs horizon"),
+        (["--placement", "sideways"], "placement must be one of after_clip, before_clip"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(app: typer.Typer, args: list[str], message: str) -> None:
@@ -83,6 +86,21 @@ def test_bad_input_exits_2_with_one_line(app: typer.Typer, args: list[str], mess
     assert result.exit_code == 2
     assert message in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_train_takes_any_schedule_family(app: typer.Typer) -> None:
+    from search_spaces import NoiseSetup
+    from worker.tasks import deep_mlp
+
+    args = ["--eta", "0.3", "--schedule", "linear", "--horizon", "15", "--noise-window", "12",
+            "--placement", "before_clip", "--scale", "relative", "-c", "clip=1.0"]  # fmt: skip
+    result = invoke(app, "train", "--no-progress", *args, *TINY)
+    assert result.exit_code == 0, result.output
+    setup = NoiseSetup(0.3, schedule="linear", horizon=15, window=12, placement="before_clip",
+                       scale="relative")  # fmt: skip
+    config = {"depth": 3, "width": 8, "epochs": 2, "clip": 1.0}
+    expected = deep_mlp.train(config, eta=0.3, gamma=0.55, noise=setup)
+    assert last_json(result.stdout) == json.loads(json.dumps(expected))
 
 
 def test_missing_mnist_is_a_message_not_a_traceback(app: typer.Typer, tmp_path: Any) -> None:
