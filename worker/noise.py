@@ -26,6 +26,7 @@ from search_spaces.schedules import (
     make_schedule,
 )
 from worker.noise_buckets import Bucket, device_seed
+from worker.noise_ratio import RatioMeter
 
 __all__ = [
     "SCHEDULE_KINDS",
@@ -93,6 +94,8 @@ class GradientNoise(Optimizer):
             ``"after_clip"`` (the paper: clip, then add noise) or ``"before_clip"`` (add
             noise to the raw gradients, then clip them together). A task that clips
             passes its threshold here rather than clipping before ``step()`` itself.
+        ratio_every: every this many steps, note the norms of each parameter's noise and
+            gradient in ``ratios`` (a ``worker.noise_ratio.RatioMeter``; None: never).
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class GradientNoise(Optimizer):
         scale: str = "absolute",
         max_grad_norm: float | None = None,
         placement: str = "after_clip",
+        ratio_every: int | None = None,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
@@ -140,6 +144,7 @@ class GradientNoise(Optimizer):
         self._seed = int(seed)
         self._foreach = foreach
         self._scale, self._placement, self._max_grad_norm = scale, placement, max_grad_norm
+        self.ratios = RatioMeter(ratio_every) if ratio_every is not None else None
         self._t = 0
         self._generators: dict[torch.device, torch.Generator] = {}
         self._cache_key: tuple[int, ...] | None = None
@@ -234,7 +239,10 @@ class GradientNoise(Optimizer):
     @torch.no_grad()
     def _add_noise(self) -> None:
         std = math.sqrt(self._schedule.variance_at(self._t))
+        sample = self.ratios is not None and self.ratios.due(self._t)
         if std == 0.0:
+            if sample:
+                self._sample_ratio([])
             return
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         # The cache holds the params, so their ids cannot be reused while it lives.
@@ -246,7 +254,35 @@ class GradientNoise(Optimizer):
             bucket.draw(std)
             if self._scale == "relative":
                 bucket.scale_by_rms()
+        if sample:
+            self._sample_ratio(self._buckets)
+        for bucket in self._buckets:
             bucket.add_to_grads()
+
+    def _sample_ratio(self, buckets: list[Bucket]) -> None:
+        """Squared norms of each parameter's noise and gradient (before the noise joins it),
+        in param_groups order; zeros where a parameter has no gradient or no noise."""
+        assert self.ratios is not None
+        params = [p for group in self.param_groups for p in group["params"]]
+        if not params:
+            return
+        device = params[0].device
+        noise_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
+        grad_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
+        index = {id(p): i for i, p in enumerate(params)}
+        with_grad = [p for p in params if p.grad is not None]
+        if with_grad:
+            grads = [cast(Tensor, p.grad) for p in with_grad]
+            rows = torch.tensor([index[id(p)] for p in with_grad], device=device)
+            norms = torch.stack([n.to(device, torch.float64) for n in torch._foreach_norm(grads)])
+            grad_sq.index_copy_(0, rows, norms.square())
+        for bucket in buckets:
+            rows = torch.tensor([index[id(p)] for p in bucket.params], device=device)
+            norms = torch.stack(
+                [n.to(device, torch.float64) for n in torch._foreach_norm(bucket.views)]
+            )
+            noise_sq.index_copy_(0, rows, norms.square())
+        self.ratios.add(noise_sq, grad_sq)
 
     def _clip(self) -> None:
         if self._max_grad_norm is not None:

@@ -56,7 +56,7 @@ class StackMember:
     config: dict[str, Any]
     eta: float
     gamma: float
-    report: Callable[[int, dict[str, float]], None] | None = None
+    report: Callable[[int, dict[str, Any]], None] | None = None
     done: Callable[[dict[str, Any] | BaseException], None] | None = None
     checkpoint: Any = None  # a worker.tasks.base.Checkpoint, for trainers that resume
     noise: NoiseSetup | None = None  # the whole noise setup; None: the paper's of eta, gamma

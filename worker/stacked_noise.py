@@ -19,6 +19,7 @@ from torch import Tensor
 
 from search_spaces.schedules import NoiseSchedule, PolynomialSchedule
 from worker.noise_buckets import device_seed
+from worker.noise_ratio import RatioMeter
 
 __all__ = ["StackedGradientNoise"]
 
@@ -63,6 +64,7 @@ class StackedGradientNoise:
         *,
         schedules: Sequence[NoiseSchedule] | None = None,
         relative: Sequence[bool] | None = None,
+        ratio_every: int | None = None,
     ) -> None:
         params = list(params)
         if not params:
@@ -87,6 +89,8 @@ class StackedGradientNoise:
             raise ValueError(f"schedules needs one NoiseSchedule per member ({k})")
         self.schedules = list(schedules)
         self.relative = [bool(r) for r in relative] if relative is not None else [False] * k
+        # Noise-to-gradient ratios, sampled as GradientNoise's (one column per member).
+        self.ratios = RatioMeter(ratio_every) if ratio_every is not None else None
         if len(self.relative) != k:
             raise ValueError(f"relative needs one value per member ({k}), got {len(self.relative)}")
         self.seeds = [int(s) for s in seeds]
@@ -136,9 +140,24 @@ class StackedGradientNoise:
                         buffer[k].normal_(0.0, std, generator=self.generators[k])
             if any(self.relative):
                 self._scale_by_rms(grads)
+        if self.ratios is not None and self.k and self.ratios.due(self.t[0]):
+            self._sample_ratio(grads, noisy=any(stds))
+        if any(stds):
             # A plain add, as GradientNoise's: noise enters each entry with one rounding.
             torch._foreach_add_(list(grads), self._views)
         self.t = [t + 1 for t in self.t]
+
+    def _sample_ratio(self, grads: Sequence[Tensor], noisy: bool) -> None:
+        """Squared norms of each member's noise and gradient per parameter: (P, K) each."""
+        assert self.ratios is not None
+
+        def squares(tensors: Sequence[Tensor]) -> Tensor:
+            norms = [torch.linalg.vector_norm(t.flatten(1), dim=1) for t in tensors]
+            return torch.stack(norms).double().square()
+
+        grad_sq = squares(grads)
+        noise_sq = squares(self._views) if noisy else torch.zeros_like(grad_sq)
+        self.ratios.add(noise_sq, grad_sq)
 
     def _scale_by_rms(self, grads: Sequence[Tensor]) -> None:
         """The ``relative`` members' noise times their own gradient's RMS, per tensor."""
@@ -151,6 +170,8 @@ class StackedGradientNoise:
     def keep(self, index: Sequence[int]) -> None:
         index = list(index)
         self.relative = [self.relative[i] for i in index]
+        if self.ratios is not None:
+            self.ratios.keep(index)
         self.schedules = [self.schedules[i] for i in index]
         self.seeds = [self.seeds[i] for i in index]
         self.t = [self.t[i] for i in index]

@@ -36,8 +36,14 @@ def _reference() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return result, points
 
 
-def _without_times(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in p.items() if k != "epoch_s"} for p in curve]
+def _without_times(
+    curve: list[dict[str, Any]], drop: tuple[str, ...] = ("epoch_s",)
+) -> list[dict[str, Any]]:
+    return [{k: v for k, v in p.items() if k not in drop} for p in curve]
+
+
+# The noise-to-gradient ratios are norms a stack batches: exact within one stack's layout.
+RATIOS = ("epoch_s", "noise_grad_ratio", "noise_grad_ratio_layers")
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
@@ -159,7 +165,9 @@ def test_an_interrupted_stack_resumes_exactly(
         result, points = reference[retry["retry_of"]]
         assert [p["epoch"] for p in retry["curve"]] == list(range(1, CONFIG["epochs"] + 1))
         if len(resumed) == 1:
-            assert _without_times(retry["curve"]) == points
+            assert _without_times(retry["curve"], RATIOS) == _without_times(points, RATIOS)
+            ratios = [p["noise_grad_ratio"] for p in retry["curve"]]
+            assert ratios == pytest.approx([p["noise_grad_ratio"] for p in points], rel=1e-5)
             assert {k: retry["metrics"][k] for k in result} == result
         else:  # resumed in two stacks: the same data, products batched differently
             assert retry["metrics"]["val_loss"] == pytest.approx(result["val_loss"], rel=1e-5)

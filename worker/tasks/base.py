@@ -11,7 +11,11 @@ The trainer contract (each task module's ``train``)::
 - ``config["seed"]`` seeds everything the run draws at random.
 - ``report(epoch, metrics)`` is called after every epoch (epochs count from 1) with all
   of the task's metrics and ``steps``, the optimizer steps taken so far (plots draw noise
-  schedules from it); whatever it raises propagates unchanged (pruning, shutdown).
+  schedules from it); whatever it raises propagates unchanged (pruning, shutdown). Torch
+  tasks add diagnostics: ``noise_grad_ratio`` (the norm of the noise added over the norm
+  of the gradient it joined, for the whole model, averaged over the epoch's sampled
+  steps) and ``noise_grad_ratio_layers`` (the same per layer, a list from input to
+  output); they land in the trial's curve, not in its final metrics.
 - A trainer may also take ``noise`` (a ``search_spaces.NoiseSetup``: schedule family,
   its parameters, window, placement and scale; ``noise.make_schedule()`` gives sigma_t^2).
   Only trainers that take it may serve studies whose noise is not the paper's (polynomial,
@@ -38,7 +42,7 @@ from typing import Any, Protocol
 
 from search_spaces import TaskConfig, TaskDefinition
 
-Report = Callable[[int, dict[str, float]], None]
+Report = Callable[[int, dict[str, Any]], None]
 
 
 class Checkpoint(Protocol):

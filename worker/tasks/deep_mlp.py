@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from search_spaces import DEEP_MLP, DeepMLPConfig, NoiseSetup, derived_seed
 from worker.data import Split, load_digits_split, load_mnist
 from worker.noise import GradientNoise
+from worker.noise_ratio import RATIO_EVERY, ratio_point
 from worker.tasks.base import (
     Checkpoint,
     Report,
@@ -151,7 +152,9 @@ def train(
         scale=setup.scale,
         max_grad_norm=cfg.clip,
         placement=setup.placement,
+        ratio_every=RATIO_EVERY,
     )
+    layers = [[2 * i, 2 * i + 1] for i in range(len(params) // 2)]  # each Linear's W and b
     order_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "order"))
     n_train, batch = len(x_train), cfg.batch_size
     n_batches = math.ceil(n_train / batch)
@@ -200,7 +203,7 @@ def train(
                 bar.set_postfix(val_acc=f"{val_accuracy:.3f}", loss=f"{train_loss:.3g}")
                 bar.update()
             if report is not None:
-                report(epoch, {**metrics, "steps": steps})
+                report(epoch, {**metrics, "steps": steps, **ratio_point(optimizer.ratios, layers)})
             if diverged:
                 break
             if checkpoint is not None:

@@ -43,6 +43,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from search_spaces import DEEP_MLP, DeepMLPConfig, NoiseSetup, derived_seed
+from worker.noise_ratio import RATIO_EVERY, member_ratios
 from worker.stacked import StackedOptimizer, StackMember, clip_limits, clip_per_member_
 from worker.stacked_noise import StackedGradientNoise
 from worker.tasks.base import check_noise, final_result, resolve_device, validate
@@ -293,7 +294,9 @@ def run_stack(
         [derived_seed(c.seed, "noise") for c in cfgs],
         schedules=[s.make_schedule() for s in setups],
         relative=[s.scale == "relative" for s in setups],
+        ratio_every=RATIO_EVERY,
     )
+    layers = [[2 * i, 2 * i + 1] for i in range(len(stack.params) // 2)]  # each layer's W, b
     order_gen = torch.Generator().manual_seed(derived_seed(start.data_seed, "order"))
     if start.states:
         restore_members(start, stack.params, optimizer, noisy, order_gen)
@@ -324,6 +327,7 @@ def run_stack(
         steps += n_batches
 
         val_losses, val_accuracies = stack.evaluate(x_val, y_val)
+        ratios = noisy.ratios.take(layers) if noisy.ratios is not None else None
         leaving = []
         for row, (member_id, train_sum, hits) in enumerate(
             zip(live, loss_sum.tolist(), correct.tolist(), strict=True)
@@ -341,7 +345,7 @@ def run_stack(
             report = members[member_id].report
             try:
                 if report is not None:
-                    report(epoch, {**metrics, "steps": steps})
+                    report(epoch, {**metrics, "steps": steps, **member_ratios(ratios, row)})
             except Exception as exc:  # stops this member only
                 result = exc
             if result is None and (diverged or epoch == lead.epochs):
