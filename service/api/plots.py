@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from search_spaces import StudySpec
 from service import plots
 from service.deps import ReadAccess, StorageDep
+from service.plots._ratios import empty_ratio_series, ratio_series, trial_ratio_figure
 from service.plots._trial import load_trial, trial_curve_figure, trial_curve_info
 from service.responses import SafeJSONResponse
 from service.schemas import Evaluator
@@ -74,6 +75,17 @@ def read_trial_curve(
     """Every per-epoch metric one trial recorded, as a Plotly figure."""
     trial, metric = load_trial(storage, name, number)  # TrialNotFound: 404 (service.app)
     fig = trial_curve_figure(trial_curve_info(trial, metric))
+    return Response(content=fig.to_json(), media_type="application/json")
+
+
+@router.get("/studies/{name}/trials/{number}/plots/ratio")
+def read_trial_ratio(
+    name: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)], storage: StorageDep
+) -> Response:
+    """The trial's noise-to-gradient ratio per layer over epochs, as a Plotly figure (one
+    with a note and no data when its curve has none: tasks without torch, or no epoch yet)."""
+    trial, _ = load_trial(storage, name, number)  # TrialNotFound: 404 (service.app)
+    fig = trial_ratio_figure(ratio_series(trial) or empty_ratio_series(trial.number))
     return Response(content=fig.to_json(), media_type="application/json")
 
 

@@ -24,6 +24,7 @@ from service.plots._data import (
     timeline_info,
 )
 from service.plots._importance import EVALUATORS, ImportanceInfo, importance_info
+from service.plots._ratios import noise_ratio_info
 from service.plots._snapshot import FINISHED, StudySnapshot, TooFew
 from service.plots._training import intermediate_info, noise_schedule_info
 from service.studies import StudyNotFound
@@ -51,11 +52,12 @@ TITLES = {
     "contour": "Contour",
     "intermediate": "Learning curves",
     "noise_schedule": "Noise schedules",
+    "noise_ratio": "Noise-to-gradient ratio",
     "timeline": "Timeline",
     "slice": "Slice",
 }
 PLOT_KINDS: tuple[str, ...] = tuple(TITLES)
-RUN_KINDS = frozenset({"intermediate", "timeline", "noise_schedule"})
+RUN_KINDS = frozenset({"intermediate", "timeline", "noise_schedule", "noise_ratio"})
 # Plots of running trials change between finishes; the rest only when a trial finishes.
 LIVE_KINDS = frozenset({"intermediate", "timeline"})
 
@@ -102,6 +104,7 @@ def compute_info(
         "intermediate": lambda: intermediate_info(snap),
         "timeline": lambda: timeline_info(snap),
         "noise_schedule": lambda: noise_schedule_info(snap),
+        "noise_ratio": lambda: noise_ratio_info(snap),
     }
     if kind not in compute:
         raise UnknownPlotKindError(kind)

@@ -1,4 +1,5 @@
-"""Drawing the plots of training runs: learning curves, timeline and noise schedules."""
+"""Drawing the plots of training runs: learning curves, timeline, noise schedules and
+noise-to-gradient ratios (drawn in ``_ratios``, re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import plotly.graph_objects as go
 
 from service.plots._data import TimelineInfo
 from service.plots._figures import STATE_COLORS, figure, integer_ticks, scatter
+from service.plots._ratios import noise_ratio_figure  # noqa: F401 (build_figure finds it here)
 from service.plots._training import Curve, IntermediateInfo, NoiseScheduleInfo, Schedule
 
 BAR_TIMELINE_MAX = 1000

@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 
 from search_spaces import trial_attrs
 from service.plots._figures import FONT, STATE_COLORS, add_note
+from service.plots._ratios import RATIO_KEY, RATIO_LAYERS_KEY, ratio_series, trial_ratio_figure
 from service.trials import find_trial
 
 # Curve keys that are bookkeeping, not metrics to draw.
@@ -23,6 +24,8 @@ _NOT_METRICS = {
     "epochs",
     "diverged",
     "repeats",
+    RATIO_KEY,  # drawn on their own figure (_ratios)
+    RATIO_LAYERS_KEY,
 }
 
 
@@ -153,4 +156,13 @@ def trial_detail(storage: optuna.storages.RDBStorage, name: str, number: int) ->
         "duration_s": (end - start).total_seconds() if start and end else None,
         "epoch_time": _epoch_time(attrs.get(trial_attrs.CURVE)),
         "curve_figure": json.loads(trial_curve_figure(trial_curve_info(trial, metric)).to_json()),
+        "ratio_figure": _ratio_figure(trial),
     }
+
+
+def _ratio_figure(trial: FrozenTrial) -> dict[str, Any] | None:
+    series = ratio_series(trial)
+    if series is None:
+        return None
+    parsed: dict[str, Any] = json.loads(trial_ratio_figure(series).to_json())
+    return parsed

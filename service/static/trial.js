@@ -49,6 +49,13 @@
     }
   }
 
+  async function drawRatio() {
+    const fig = await NT.api.get(`${study}/trials/${number}/plots/ratio`);
+    const panel = document.getElementById("ratio-panel");
+    panel.hidden = !fig.data.length; // no ratio recorded (yet, or by this task)
+    if (fig.data.length) await Plotly.react(document.getElementById("ratio"), fig.data, fig.layout, NT.plotConfig);
+  }
+
   async function showLog() {
     const text = await NT.api.text(`${study}/trials/${number}/log`);
     const pre = document.getElementById("trial-log");
@@ -66,6 +73,7 @@
     if (key !== last) {
       show(t, info.spec.metric);
       await drawCurve();
+      await drawRatio();
       last = key;
     }
   }
@@ -74,6 +82,8 @@
   if (initial.trial) {
     curve.replaceChildren();
     Plotly.react(curve, initial.trial.curve_figure.data, initial.trial.curve_figure.layout, NT.plotConfig);
+    const ratio = initial.trial.ratio_figure;
+    if (ratio) Plotly.react(document.getElementById("ratio"), ratio.data, ratio.layout, NT.plotConfig);
   }
   // A finished trial never changes again; a running one is polled until it finishes.
   if (!initial.trial || !finished(initial.trial.state)) {

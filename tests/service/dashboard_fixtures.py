@@ -106,12 +106,19 @@ def make_study(
             {"epoch": e, "val_accuracy": final * e / epochs, "val_loss": 2.3 - final * e / epochs}
             for e in range(1, n_epochs + 1)
         ]
+        # Diagnostics in the curve only, as deep_mlp reports them (eta 0: no noise).
+        ratio = 10 * math.sqrt(params.get("eta", 0.0))
+        diagnostics = [
+            {"noise_grad_ratio": ratio / e, "noise_grad_ratio_layers": [ratio * (4 - j) / e
+                                                                         for j in range(4)]}
+            for e in range(1, n_epochs + 1)
+        ]  # fmt: skip
         attrs: dict[str, Any] = {
             "worker": f"host-a:{100 + i % 3}",
             "host": "host-a",
             "device": "cpu",
             "attempt": 0,
-            "curve": curve,
+            "curve": [{**c, **d} for c, d in zip(curve, diagnostics, strict=True)],
         }
         if state != TrialState.RUNNING:
             attrs["metrics"] = {**curve[-1], "steps": n_epochs * 11, "epochs": n_epochs}

@@ -75,6 +75,25 @@ def test_trial_page_shows_what_the_worker_recorded(client: TestClient) -> None:
     assert "diverged" in _page(client, f"/studies/paper/trials/{failed['number']}")
 
 
+def test_trial_page_draws_the_noise_to_gradient_ratio_per_layer(client: TestClient) -> None:
+    trials = client.get("/api/v1/studies/paper/trials?state=COMPLETE").json()["data"]
+    noisy = next(t for t in trials if t["params"]["eta"] > 0)
+    record = client.get(f"/api/v1/studies/paper/trials/{noisy['number']}").json()
+    assert all(len(p["noise_grad_ratio_layers"]) == 4 for p in record["curve"])
+    html = _page(client, f"/studies/paper/trials/{noisy['number']}")
+    assert 'id="ratio-panel" style="margin-top:16px" >' in html  # shown
+    figure = client.get(f"/api/v1/studies/paper/trials/{noisy['number']}/plots/ratio").json()
+    names = [trace["name"] for trace in figure["data"]]
+    assert names == ["layer 1", "layer 2", "layer 3", "layer 4", "whole model"]
+    assert figure["data"][-1]["y"] == [p["noise_grad_ratio"] for p in record["curve"]]
+    assert figure["layout"]["yaxis"]["type"] == "log"
+    # The learning curve leaves the ratios to their own figure.
+    curve = client.get(f"/api/v1/studies/paper/trials/{noisy['number']}/plots/curve").json()
+    assert not any("ratio" in trace["name"] for trace in curve["data"])
+    study = client.get("/api/v1/studies/paper/plots/noise_ratio").json()
+    assert 1 <= len(study["data"]) <= 5 and "best" in study["layout"]["title"]["text"]
+
+
 def test_workers_and_submit_pages(client: TestClient) -> None:
     workers = _page(client, "/workers")
     assert 'id="workers-table"' in workers and "host-a:100" in workers

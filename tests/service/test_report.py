@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from service.pages import PLOTLY_JS
+from service.plots import PLOT_KINDS
 from service.report import write_report
 from service.studies import StudyNotFound
 from tests.service.dashboard_fixtures import make_study
@@ -39,7 +40,8 @@ def test_report_is_self_contained(url: str, tmp_path: Path) -> None:
     assert not re.search(r"https?://", rest)
     assert not re.search(r'<(script|link|img)[^>]+(src|href)="(?!data:)', rest)
     # Every plot, and one table row per trial.
-    assert len(re.findall(r'<script type="application/json" class="figure"', rest)) == 8
+    figures = re.findall(r'<script type="application/json" class="figure"', rest)
+    assert len(figures) == len(PLOT_KINDS)  # one per plot kind
     body = rest[rest.index('<table id="trials-table">') :]
     assert body.count('<span class="badge ') == 16
     assert "diverged" in body and "host-a:10" in body
