@@ -31,14 +31,23 @@ BUILTIN_SPACES: dict[str, dict[str, Any]] = {
         },
         "eta": {"type": "categorical", "choices": [0.0, *PAPER_ETAS]},
         "gamma": {
-            "type": "float", "low": 0.3, "high": 1.0, "when": {"schedule": ["polynomial"]},
+            "type": "float",
+            "low": 0.3,
+            "high": 1.0,
+            "when": {"schedule": ["polynomial"]},
         },
         "half_life": {
-            "type": "int", "low": 10, "high": 10000, "log": True,
+            "type": "int",
+            "low": 10,
+            "high": 10000,
+            "log": True,
             "when": {"schedule": ["exponential"]},
         },
         "horizon": {
-            "type": "int", "low": 100, "high": 100000, "log": True,
+            "type": "int",
+            "low": 100,
+            "high": 100000,
+            "log": True,
             "when": {"schedule": ["cosine", "linear"]},
         },
     },  # fmt: skip

@@ -55,6 +55,6 @@ def test_builtin_spaces() -> None:
     assert 0.0 in baseline.sampled["eta"].choices  # type: ignore[union-attr]
     assert set(resolve_search_space("paper-gamma").sampled) == {"eta", "gamma"}
     assert set(resolve_search_space("wide").sampled) == {"eta", "gamma", "lr"}
-    assert set(BUILTIN_SPACES) == {"paper", "paper-gamma", "paper-baseline", "wide"}
+    assert set(BUILTIN_SPACES) == {"paper", "paper-gamma", "paper-baseline", "schedules", "wide"}
     with pytest.raises(SearchSpaceError, match="built-in spaces are paper, paper-gamma"):
         resolve_search_space("nope")

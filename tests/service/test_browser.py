@@ -21,6 +21,7 @@ import optuna
 import pytest
 from optuna.trial import create_trial
 
+from service.plots import PLOT_KINDS
 from service.report import write_report
 from tests.service.dashboard_fixtures import make_study
 
@@ -128,7 +129,7 @@ def test_study_page_renders_plots_and_trials(
     # only, no eval): the parallel-coordinates plot is WebGL, drawn by regl.
     page.locator("#section-parallel").scroll_into_view_if_needed()
     page.wait_for_selector("#plot-parallel canvas.gl-canvas-focus", state="attached", timeout=15000)
-    _wait_until(lambda: page.locator(".js-plotly-plot").count() == 8, timeout=15)
+    _wait_until(lambda: page.locator(".js-plotly-plot").count() == len(PLOT_KINDS), timeout=15)
     # A trial that finishes now shows up without a reload: the page polls the API.
     study = optuna.load_study(study_name="finished", storage=url)
     study.add_trial(create_trial(value=0.5, params={}, distributions={}))
@@ -140,6 +141,24 @@ def test_study_page_renders_plots_and_trials(
     page.close()
 
 
+def test_trial_page_draws_its_curve_and_ratio(server: tuple[str, str], browser: Any) -> None:
+    base, _ = server
+    noisy = next(
+        t
+        for t in httpx.get(f"{base}/api/v1/studies/finished/trials?state=COMPLETE").json()["data"]
+        if t["params"].get("eta", 0) > 0
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors, _ = _watch(page)
+    page.goto(f"{base}/studies/finished/trials/{noisy['number']}")
+    page.wait_for_selector("#curve.js-plotly-plot svg.main-svg", timeout=15000)
+    page.wait_for_selector("#ratio.js-plotly-plot svg.main-svg", timeout=15000)
+    assert page.locator("#ratio-panel").is_visible()
+    assert page.locator("#ratio .scatterlayer .trace").count() == 5  # 4 layers, whole model
+    assert errors == []
+    page.close()
+
+
 def test_report_opens_from_disk(server: tuple[str, str], browser: Any, tmp_path: Path) -> None:
     _, url = server
     out = tmp_path / "report.html"
@@ -148,7 +167,7 @@ def test_report_opens_from_disk(server: tuple[str, str], browser: Any, tmp_path:
     errors, requests = _watch(page)
     page.goto(out.as_uri())
     page.wait_for_selector("#section-importance .js-plotly-plot svg.main-svg", timeout=15000)
-    assert page.locator(".js-plotly-plot").count() == 8
+    assert page.locator(".js-plotly-plot").count() == len(PLOT_KINDS)
     page.screenshot(path=str(tmp_path / "report.png"))
     assert errors == []
     assert all(r.startswith(("file:", "data:")) for r in requests), requests
