@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from search_spaces._grid import PointGridSampler, grid_points
 from search_spaces._params import grid_of
 from search_spaces._seeds import derived_seed
 
@@ -33,7 +34,10 @@ def build_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSam
         if s.type == "grid":
             # The grid sampler walks the grid by itself; its seed only shuffles the order.
             grid_seed = None if s.seed is None else s.seed
-            return optuna.samplers.GridSampler(grid_of(spec.space), seed=grid_seed, **options)
+            space = spec.space
+            if space.conditional:  # only the distinct points, not the full product
+                return PointGridSampler(grid_points(space), seed=grid_seed)
+            return optuna.samplers.GridSampler(grid_of(space), seed=grid_seed, **options)
         if s.type == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, **options)
         if s.type == "gp":

@@ -219,30 +219,8 @@ def parse_search_space(raw: Any) -> SearchSpace:
 
 
 def grid_of(space: SearchSpace) -> dict[str, list[Any]]:
-    """The grid a grid sampler walks: categorical choices and stepped int/float ranges.
+    """The product grid Optuna's grid sampler walks: each parameter's values. A space with
+    conditional parameters is walked point by point instead (``_grid.grid_points``)."""
+    from search_spaces._grid import grid_values
 
-    Optuna's grid is the full product of every parameter's values, with no notion of a
-    parameter that some points lack, so a space with conditional parameters has no grid.
-    """
-    if space.conditional:
-        names = ", ".join(repr(n) for n in space.conditional)
-        raise SearchSpaceError(
-            f"parameter {names.split(', ')[0]}: the grid sampler cannot search conditional "
-            f"parameters (conditional here: {names}); its grid is the full product of every "
-            "parameter's values. Use the tpe or random sampler, or one grid study per branch"
-        )
-    grid: dict[str, list[Any]] = {}
-    for name, p in space.sampled.items():
-        if isinstance(p, CategoricalParam):
-            grid[name] = list(p.choices)
-        elif p.step is not None and not p.log:
-            n = int(round((p.high - p.low) / p.step)) + 1
-            if n > 10_000:
-                raise SearchSpaceError(f"parameter {name!r}: grid of {n} points is too large")
-            grid[name] = [p.low + i * p.step for i in range(n)]
-        else:
-            raise SearchSpaceError(
-                f"parameter {name!r}: the grid sampler needs categorical choices or a stepped "
-                "range (step set, log false)"
-            )
-    return grid
+    return {name: grid_values(name, p) for name, p in space.sampled.items()}

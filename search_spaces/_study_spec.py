@@ -20,10 +20,11 @@ from pydantic import (
 )
 
 from search_spaces._builtin import resolve_search_space
+from search_spaces._grid import grid_points
 from search_spaces._noise_checks import check_families, check_noise_values
 from search_spaces._optimizer_options import validate_options
 from search_spaces._optuna_builders import build_pruner, build_sampler
-from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError, grid_of
+from search_spaces._params import CategoricalParam, SearchSpace, SearchSpaceError
 from search_spaces._spec_guards import check_raw_spec
 from search_spaces._tasks import (
     MAX_EPOCHS,
@@ -189,7 +190,7 @@ class StudySpec(BaseModel):
         space = resolve_search_space(self.search_space)
         _check_space_against_task(space, definition, self.task_config)
         if self.sampler.type == "grid":
-            grid_of(space)  # raises when a parameter cannot be put on a grid
+            grid_points(space)  # raises when a parameter cannot be put on a grid
         if not is_stored(info):
             _check_new_study_bounds(self, space, definition)
         # The sampler and pruner options are checked by building them once.

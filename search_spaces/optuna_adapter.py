@@ -172,6 +172,11 @@ def write_intermediate_values(
 # -- private attributes ----------------------------------------------------------------------
 
 
+def set_trial_system_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
+    """What a sampler's ``before_trial`` writes about a trial (as Optuna's grid sampler does)."""
+    study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
 def trial_db_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The trial's row id in Optuna's tables (``trial_id`` there)."""
     return int(trial._trial_id)

@@ -148,11 +148,21 @@ def deep_mlp(space: dict[str, Any], **fields: Any) -> StudySpec:
     )  # fmt: skip
 
 
-def test_the_grid_sampler_refuses_a_conditional_space() -> None:
-    space = {"optimizer": OPTIMIZER, "momentum": {**MOMENTUM, "step": 0.1}}
-    with pytest.raises(ValueError, match=r"grid sampler cannot search conditional parameters"):
-        deep_mlp(space, sampler={"type": "grid"})
-    deep_mlp(space, sampler={"type": "random"})
+def test_a_conditional_grid_holds_each_distinct_point_once() -> None:
+    from search_spaces._grid import grid_points
+
+    momentum = {"type": "float", "low": 0.5, "high": 0.9, "step": 0.2,
+                "when": {"optimizer": ["momentum"]}}  # fmt: skip
+    spec = deep_mlp({"optimizer": OPTIMIZER, "momentum": momentum}, sampler={"type": "grid"})
+    points = grid_points(spec.space)
+    # Not the product's 3 x 3: sgd and adam once each, momentum with each of its 3 values.
+    assert sorted(points, key=str) == sorted(
+        [{"optimizer": "sgd"}, {"optimizer": "adam"}]
+        + [{"optimizer": "momentum", "momentum": m} for m in (0.5, 0.7, 0.9)],
+        key=str,
+    )
+    with pytest.raises(ValueError, match="needs categorical choices or a stepped range"):
+        deep_mlp({"optimizer": OPTIMIZER, "momentum": MOMENTUM}, sampler={"type": "grid"})
 
 
 def test_an_inactive_parameter_falls_back_to_the_config() -> None:

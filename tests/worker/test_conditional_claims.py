@@ -88,3 +88,22 @@ def test_a_retried_trial_keeps_its_branch(storage: optuna.storages.RDBStorage) -
     retry = claim_trial(storage, "w", "h", "cpu", "s")
     assert retry is not None and retry.attempt == 1
     assert retry.trial.params == {"eta": 0.0}
+
+
+def test_the_grid_sampler_runs_each_distinct_point_once(
+    storage: optuna.storages.RDBStorage,
+) -> None:
+    space = {**SPACE, "gamma": {**SPACE["gamma"], "step": 0.35}}  # gamma in {0.3, 0.65, 1.0}
+    spec = StudySpec.model_validate(
+        {"name": "s", "task": "quadratic", "search_space": space, "n_trials": 7,
+         "sampler": {"type": "grid", "seed": 1}, "pruner": {"type": "none"}}
+    )  # fmt: skip
+    register_study(storage, spec)
+    register(storage, "w", heartbeat_age=0.0)
+    trials = run_study(storage)
+    points = sorted(tuple(sorted(t.params.items())) for t in trials)
+    # eta 0 once (gamma inactive), eta 0.3 and 1.0 with each of 3 gammas: 7 points, once each.
+    expected = [(("eta", 0.0),)] + [
+        (("eta", e), ("gamma", g)) for e in (0.3, 1.0) for g in (0.3, 0.65, 1.0)
+    ]
+    assert len(trials) == 7 and points == sorted(expected)
