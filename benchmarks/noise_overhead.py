@@ -4,9 +4,11 @@ The network is the paper's deep MLP: 20 Linear layers of width 50 with ReLU betw
 64 inputs (8x8 digits), 10 outputs, weights N(0, 0.1^2), zero biases, batch 128, plain SGD
 (lr 0.03). Inputs are random: the timing of a step does not depend on the values.
 
-Configurations run in interleaved blocks (bare, noise foreach, noise loop, then the next
-round in rotated order, ...), so drifts in machine load hit all of them alike; per-step
-medians over the blocks are compared. On CPU the process CPU time per step is reported too:
+Configurations: bare SGD; the paper's polynomial noise on the foreach and the loop path;
+the relative scale (noise times each tensor's gradient RMS); and the noise-to-gradient
+ratio sampled every 8th step, as deep_mlp records it. They run in interleaved blocks (then
+the next round in rotated order, ...), so drifts in machine load hit all of them alike;
+per-step medians over the blocks are compared. On CPU the process CPU time per step is reported too:
 it is less disturbed by other processes on a shared machine than wall-clock time.
 
     .venv/bin/python benchmarks/noise_overhead.py            # cuda if available, else cpu
@@ -21,12 +23,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from worker.noise import GradientNoise  # noqa: E402
+from worker.noise_ratio import RATIO_EVERY  # noqa: E402
 
 DEPTH, WIDTH, INPUTS, CLASSES, BATCH, LR = 20, 50, 64, 10, 128, 0.03
 
@@ -74,11 +78,18 @@ def main() -> None:
     y = torch.randint(0, CLASSES, (BATCH,), device=device)
 
     steps: dict[str, Callable[[], None]] = {}
-    for name, foreach in (("bare", None), ("noise foreach", True), ("noise loop", False)):
+    configurations: list[tuple[str, dict[str, Any]]] = [
+        ("bare", {}),
+        ("noise foreach", {"foreach": True}),  # the paper's polynomial family
+        ("noise loop", {"foreach": False}),
+        ("relative", {"foreach": True, "scale": "relative"}),
+        ("ratio every 8", {"foreach": True, "ratio_every": RATIO_EVERY}),  # as deep_mlp runs
+    ]
+    for name, options in configurations:
         model = paper_mlp(device)
         optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=LR)
         if name != "bare":
-            optimizer = GradientNoise(optimizer, eta=args.eta, seed=0, foreach=foreach)
+            optimizer = GradientNoise(optimizer, eta=args.eta, seed=0, **options)
         steps[name] = make_step(model, optimizer, x, y)
 
     n_params = sum(p.numel() for p in paper_mlp(torch.device("cpu")).parameters())

@@ -45,6 +45,12 @@ PLACEMENTS = ("after_clip", "before_clip")
 STATE_KEY = "gradient_noise"
 
 
+def _squared_norms(tensors: list[Tensor], device: torch.device) -> Tensor:
+    # Complex entries count both parts, as the noise does.
+    norms = torch._foreach_norm(tensors)
+    return torch.stack(norms).to(device, torch.float64).square()
+
+
 class GradientNoise(Optimizer):
     """Wrap an optimizer so each step adds annealed Gaussian noise to the gradients.
 
@@ -145,6 +151,7 @@ class GradientNoise(Optimizer):
         self._foreach = foreach
         self._scale, self._placement, self._max_grad_norm = scale, placement, max_grad_norm
         self.ratios = RatioMeter(ratio_every) if ratio_every is not None else None
+        self._ratio_rows: tuple[tuple[Any, ...], Tensor] | None = None
         self._t = 0
         self._generators: dict[torch.device, torch.Generator] = {}
         self._cache_key: tuple[int, ...] | None = None
@@ -267,22 +274,31 @@ class GradientNoise(Optimizer):
         if not params:
             return
         device = params[0].device
-        noise_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
         grad_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
-        index = {id(p): i for i, p in enumerate(params)}
-        with_grad = [p for p in params if p.grad is not None]
-        if with_grad:
-            grads = [cast(Tensor, p.grad) for p in with_grad]
-            rows = torch.tensor([index[id(p)] for p in with_grad], device=device)
-            norms = torch.stack([n.to(device, torch.float64) for n in torch._foreach_norm(grads)])
-            grad_sq.index_copy_(0, rows, norms.square())
-        for bucket in buckets:
-            rows = torch.tensor([index[id(p)] for p in bucket.params], device=device)
-            norms = torch.stack(
-                [n.to(device, torch.float64) for n in torch._foreach_norm(bucket.views)]
-            )
-            noise_sq.index_copy_(0, rows, norms.square())
+        noise_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
+        if buckets:  # the step's own buckets: its gradients and its noise, one norm each
+            grads = [g for bucket in buckets for g in bucket.grads()]
+            noise = [n for bucket in buckets for n in bucket.views]
+            owners = [p for bucket in buckets for p in bucket.params]
+        else:  # no noise this step: the gradients alone
+            owners = [p for p in params if p.grad is not None]
+            grads, noise = [cast(Tensor, p.grad) for p in owners], []
+        if not owners:
+            return
+        rows = self._rows(params, owners, device)
+        grad_sq.index_copy_(0, rows, _squared_norms(grads, device))
+        if noise:
+            noise_sq.index_copy_(0, rows, _squared_norms(noise, device))
         self.ratios.add(noise_sq, grad_sq)
+
+    def _rows(self, params: list[Tensor], owners: list[Tensor], device: torch.device) -> Tensor:
+        """Where each of `owners` sits in `params`, cached while the parameters stay."""
+        key = (tuple(map(id, params)), tuple(map(id, owners)))
+        if self._ratio_rows is None or self._ratio_rows[0] != key:
+            index = {id(p): i for i, p in enumerate(params)}
+            rows = torch.tensor([index[id(p)] for p in owners], device=device)
+            self._ratio_rows = (key, rows)
+        return self._ratio_rows[1]
 
     def _clip(self) -> None:
         if self._max_grad_norm is not None:

@@ -57,9 +57,9 @@ class Bucket:
     def scale_by_rms(self) -> None:
         """Multiply each tensor's noise by its gradient's RMS (the ``relative`` scale)."""
         grads = self.grads()
-        norms = torch._foreach_norm(grads)
-        for noise, grad, norm in zip(self.views, grads, norms, strict=True):
-            noise.mul_(norm / math.sqrt(max(grad.numel(), 1)))
+        rms = torch._foreach_norm(grads)
+        torch._foreach_mul_(rms, [1.0 / math.sqrt(max(g.numel(), 1)) for g in grads])
+        torch._foreach_mul_(self.views, rms)  # a 0-dim tensor per tensor: broadcast
 
     def add_to_grads(self) -> None:
         grads = self.grads()
