@@ -110,3 +110,50 @@ def test_bad_options_are_refused() -> None:
         GradientNoise(torch.optim.SGD(params, lr=0.1), 0.1, placement="never")
     with pytest.raises(ValueError, match="max_grad_norm must be > 0"):
         GradientNoise(torch.optim.SGD(params, lr=0.1), 0.1, max_grad_norm=0.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("constant", {}),
+        ("exponential", {"half_life": 40}),
+        ("cosine", {"horizon": 300}),
+        ("linear", {"horizon": 300}),
+        ("polynomial", {"window": 250}),
+    ],
+)
+@pytest.mark.parametrize("t", [0, 37, 199])
+def test_each_familys_empirical_variance_matches_its_formula(
+    kind: str, options: dict, t: int
+) -> None:
+    from tests.worker.test_noise import Z, chi2_bounds
+
+    n, eta = 100_000, 0.8
+    schedule = make_schedule(kind, eta, 0.55, **options)
+    param = torch.nn.Parameter(torch.zeros(n))
+    noisy = GradientNoise(torch.optim.SGD([param], lr=0.0), schedule=schedule, seed=t)
+    state = noisy.state_dict()
+    state["gradient_noise"]["t"] = t  # jump to step t
+    noisy.load_state_dict(state)
+    param.grad = torch.zeros(n)
+    noisy.step()
+    sample = param.grad.double()
+    variance = schedule.variance(t)
+    assert variance > 0
+    low, high = chi2_bounds(n)
+    assert low <= sample.square().mean().item() / variance <= high
+    assert abs(sample.mean().item()) <= Z * math.sqrt(variance / n)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_past_the_horizon_or_window_nothing_is_drawn(kind: str) -> None:
+    param = torch.nn.Parameter(torch.zeros(1000))
+    schedule = make_schedule(kind, 1.0, horizon=5, window=3)
+    noisy = GradientNoise(torch.optim.SGD([param], lr=0.0), schedule=schedule, seed=0)
+    state = noisy.state_dict()
+    for t in (3, 5, 1000):
+        state["gradient_noise"]["t"] = t
+        noisy.load_state_dict(state)
+        param.grad = torch.zeros(1000)
+        noisy.step()
+        assert torch.equal(param.grad, torch.zeros(1000))
