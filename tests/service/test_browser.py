@@ -47,6 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     folder = tmp_path_factory.mktemp("browser")
     url = f"sqlite:///{folder / 'noisetune.db'}"
     make_study(url, "finished", complete=12, pruned=2, failed=1, running=0, epochs=6)
+    # Over the built-in `schedules` space: families, and parameters some trials lack.
+    make_study(url, "families", complete=12, pruned=0, failed=0, running=0, space="schedules")
     port = _free_port()
     exe = shutil.which("noisetune", path=str(Path(sys.executable).parent)) or "noisetune"
     log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed below
@@ -138,6 +140,20 @@ def test_study_page_renders_plots_and_trials(
     page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
     assert errors == []
     assert all(url.startswith(base) or url.startswith("data:") for url in requests), requests
+    page.close()
+
+
+def test_a_schedules_study_draws_every_plot(server: tuple[str, str], browser: Any) -> None:
+    base, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors, _ = _watch(page)
+    page.goto(f"{base}/studies/families")
+    page.wait_for_selector("#section-importance .js-plotly-plot svg.main-svg", timeout=15000)
+    page.locator("#section-parallel").scroll_into_view_if_needed()
+    _wait_until(lambda: page.locator(".js-plotly-plot").count() == len(PLOT_KINDS), timeout=15)
+    legend = page.locator("#section-noise_schedule .legendtext").all_text_contents()
+    assert any("horizon=" in t or "half_life=" in t or "γ=" in t for t in legend), legend
+    assert errors == []
     page.close()
 
 
