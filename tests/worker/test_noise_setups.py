@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-import torch
 
 from search_spaces import NoiseSetup, StudySpec, resolve_trial
 from worker.stacked import StackMember
@@ -16,12 +13,7 @@ TINY = {"dataset": "digits", "depth": 4, "width": 16, "epochs": 3, "lr": 0.05, "
         "clip": 1.0}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_papers_setup_is_what_eta_and_gamma_always_trained() -> None:

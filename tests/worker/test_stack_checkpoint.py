@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from worker.checkpoints import Checkpoint, CheckpointStore, SaveCadence
 from worker.stack_run import resume_mark
@@ -41,12 +40,7 @@ def _members(
     ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2], [2, 0, 1], [1]], ids=["same", "reordered", "alone"])

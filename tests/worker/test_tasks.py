@@ -21,13 +21,7 @@ SMALL = {"depth": 3, "width": 16, "epochs": 2}
 RESULT_KEYS = {*DEEP_MLP.metrics, "steps", "epochs", "diverged"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # Tiny networks: one thread is fastest and keeps the shared machine responsive.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def mlp_config(config: dict[str, Any]) -> DeepMLPConfig:
