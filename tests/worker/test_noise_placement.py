@@ -157,3 +157,29 @@ def test_past_the_horizon_or_window_nothing_is_drawn(kind: str) -> None:
         param.grad = torch.zeros(1000)
         noisy.step()
         assert torch.equal(param.grad, torch.zeros(1000))
+
+
+def test_a_state_dict_resume_is_exact_for_any_setup() -> None:
+    schedule = make_schedule("exponential", 0.5, half_life=3, window=5)
+    options = {"schedule": schedule, "scale": "relative", "max_grad_norm": 2.0,
+               "placement": "before_clip"}  # fmt: skip
+
+    def run(params: list[torch.nn.Parameter], noisy: GradientNoise, steps: range) -> None:
+        for step in steps:
+            g = torch.Generator().manual_seed(step)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            noisy.step()
+
+    whole = _params()
+    run(whole, GradientNoise(torch.optim.SGD(whole, lr=0.1, momentum=0.9), seed=4, **options),
+        range(7))  # fmt: skip
+    first = _params()
+    noisy = GradientNoise(torch.optim.SGD(first, lr=0.1, momentum=0.9), seed=4, **options)
+    run(first, noisy, range(3))
+    state = noisy.state_dict()
+    again = [torch.nn.Parameter(p.detach().clone()) for p in first]
+    resumed = GradientNoise(torch.optim.SGD(again, lr=0.1, momentum=0.9), seed=99, **options)
+    resumed.load_state_dict(state)
+    run(again, resumed, range(3, 7))
+    assert all(torch.equal(a, b) for a, b in zip(whole, again, strict=True))
