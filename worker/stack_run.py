@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import optuna
@@ -182,6 +183,7 @@ class _Recorder:
         self.saving_curves: list[list[dict[str, Any]]] = [[] for _ in group]
         self.checkpoints: list[Checkpoint | None] = [None] * len(group)
         self.stopping = [False] * len(group)
+        self.stop_epochs: dict[int, bool] = {}
         self.started = time.monotonic()
         self.epoch_started = [[self.started] for _ in group]
         self.deadline = Deadline(group[0].spec.trial_timeout_s, self.started)
@@ -212,7 +214,7 @@ class _Recorder:
             self.last[i] = written
             self.output.flush()
             self.deadline.check()
-            if self.stop.is_set():
+            if self._stops_at(epoch):
                 # A checkpointing member stops from its save, this epoch's written; one
                 # that reports again without saving is stopped here.
                 if self.checkpoints[i] is None or self.stopping[i]:
@@ -220,6 +222,15 @@ class _Recorder:
                 self.stopping[i] = True
 
         return report
+
+    def _stops_at(self, epoch: int) -> bool:
+        """Whether the worker stops the stack at this epoch's end: decided once per epoch,
+        at its first report, so that every member saves and stops at the same epoch (and
+        their retries resume together) however late in the epoch's reports SIGTERM comes."""
+        with self.lock:
+            if epoch not in self.stop_epochs:
+                self.stop_epochs[epoch] = self.stop.is_set()
+            return self.stop_epochs[epoch]
 
     def _report_waiting(self) -> None:
         with self.lock:
@@ -286,6 +297,7 @@ def _train_stack(
                 recorder.checkpoints[i] = open_checkpoint(
                     claim, store, recorder.curves[i], stop, output, WorkerInterrupted,
                     cadence=cadence, saving_curve=recorder.saving_curves[i],
+                    stopping=partial(recorder.stopping.__getitem__, i),  # the stack's decision
                 )  # fmt: skip
             members.append(
                 StackMember(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from search_spaces import trial_attrs
@@ -55,12 +56,14 @@ def open_checkpoint(
     *,
     cadence: SaveCadence | None = None,
     saving_curve: list[dict[str, Any]] | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> Checkpoint:
     """The trainer's checkpoint, with the saved state of an earlier attempt if there is one;
     a resumed curve is restored into `curve` and into the trial's record first.
 
-    A stack's members share one `cadence`, and save `saving_curve` (the curve as reported
-    so far) where `curve` is written in the background.
+    A stack's members share one `cadence`, save `saving_curve` (the curve as reported so
+    far) where `curve` is written in the background, and stop when `stopping` says (the
+    stack decides once per epoch) rather than as soon as `stop` is set.
     """
     key = checkpoint_key(claim)
     try:
@@ -85,7 +88,7 @@ def open_checkpoint(
         every=claim.spec.checkpoint_every,
         resumed=saved,
         curve=saving_curve,
-        stopping=stop.is_set,
+        stopping=stopping if stopping is not None else stop.is_set,
         stop_exc=stop_exc,
         cadence=cadence,
     )

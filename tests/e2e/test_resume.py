@@ -157,10 +157,13 @@ def test_an_interrupted_stack_resumes_exactly(
     reference = _stack_reference(first_seeds)
     retries = [server.client.get(f"/api/v1/studies/stack/trials/{n}").json() for n in (3, 4, 5)]
     assert sorted(r["retry_of"] for r in retries) == [0, 1, 2]
-    # Saved at one epoch end (SIGTERM always; SIGKILL unless it fell between two members'
-    # saves), the members resume as one stack and continue bit for bit.
+    # Saved at one epoch end (SIGTERM always: the stack decides to stop once per epoch;
+    # SIGKILL unless it fell between two members' saves), the members resume as one stack
+    # and continue bit for bit.
     resumed = {r["resumed_from_epoch"] for r in retries}
     assert min(resumed) >= stop_at - 1
+    if how == signal.SIGTERM:
+        assert len(resumed) == 1, resumed
     for retry in retries:
         result, points = reference[retry["retry_of"]]
         assert [p["epoch"] for p in retry["curve"]] == list(range(1, CONFIG["epochs"] + 1))
@@ -169,6 +172,6 @@ def test_an_interrupted_stack_resumes_exactly(
             ratios = [p["noise_grad_ratio"] for p in retry["curve"]]
             assert ratios == pytest.approx([p["noise_grad_ratio"] for p in points], rel=1e-5)
             assert {k: retry["metrics"][k] for k in result} == result
-        else:  # resumed in two stacks: the same data, products batched differently
-            assert retry["metrics"]["val_loss"] == pytest.approx(result["val_loss"], rel=1e-5)
+        else:  # SIGKILL between two members' saves: two stacks, products batched differently
+            assert retry["metrics"]["val_loss"] == pytest.approx(result["val_loss"], rel=1e-3)
     assert not list(Path(store).rglob("*.pt"))
