@@ -14,7 +14,7 @@ from tests.e2e.conftest import Server, Workers
 
 pytestmark = pytest.mark.slow
 
-CONFIG = {"dataset": "digits", "depth": 4, "width": 16, "epochs": 60, "lr": 0.05, "seed": 3}
+CONFIG = {"dataset": "digits", "depth": 4, "width": 16, "epochs": 30, "lr": 0.05, "seed": 3}
 
 
 def _reference() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -60,7 +60,7 @@ def test_an_interrupted_trial_resumes_exactly(
     }  # fmt: skip
     server.submit(spec)
     first = workers.start("--checkpoints", store, heartbeat=0.5)
-    stop_at = random.Random(int(how)).randint(3, 20)
+    stop_at = random.Random(int(how)).randint(3, 12)
 
     def epochs() -> int:
         trials = server.trials("resume")
@@ -79,7 +79,7 @@ def test_an_interrupted_trial_resumes_exactly(
     assert retry["retry_of"] == 0, retry
     assert retry["resumed_from_epoch"] >= stop_at - 1
     result, points = _reference()
-    assert [p["epoch"] for p in retry["curve"]] == list(range(1, 61))  # none missing or twice
+    assert [p["epoch"] for p in retry["curve"]] == list(range(1, CONFIG["epochs"] + 1))  # once each
     assert _without_times(retry["curve"]) == points  # bit for bit (JSON keeps float64 exact)
     assert {k: retry["metrics"][k] for k in result} == result
     assert not Path(store, "study-resume").exists() or not list(Path(store).rglob("*.pt"))
@@ -137,7 +137,7 @@ def test_an_interrupted_stack_resumes_exactly(
     }  # fmt: skip
     server.submit(spec)
     first = workers.start("--checkpoints", store, "--batch", "3", heartbeat=0.5)
-    stop_at = random.Random(int(how)).randint(3, 20)
+    stop_at = random.Random(int(how)).randint(3, 12)
 
     def epochs() -> int:
         trials = server.trials("stack")
