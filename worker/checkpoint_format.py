@@ -92,6 +92,8 @@ def _encode(value: Any, tensors: list[torch.Tensor]) -> Any:
         tensors.append(value)
         return {"__tensor__": len(tensors) - 1}
     if isinstance(value, list):
+        if all(type(v) in _PLAIN for v in value):  # numbers, say: as they are
+            return value
         return [_encode(v, tensors) for v in value]
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v, tensors) for v in value]}

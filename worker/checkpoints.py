@@ -10,6 +10,7 @@ readable. Loading never unpickles anything (see ``worker.checkpoint_format``).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -176,6 +177,8 @@ class Checkpoint:
         self.resumed = resumed
         self.curve, self.stopping, self.stop_exc = curve, stopping, stop_exc
         self.saves_asked = 0
+        # The curve only grows: each point is encoded once, not at every save.
+        self._encoded_points: list[str] = []
 
     def load(self) -> dict[str, Any] | None:
         return None if self.resumed is None else self.resumed.get("trainer")
@@ -186,7 +189,21 @@ class Checkpoint:
         if self.cadence.due(self.saves_asked) or stop:
             trainer_state = state() if callable(state) else state
             epoch = self.curve[-1]["epoch"] if self.curve else 0
-            saved = {"trainer": trainer_state, "curve": list(self.curve), "epoch": epoch}
+            saved = {"trainer": trainer_state, "curve_json": self._curve_json(), "epoch": epoch}
             self.store.save(self.key, saved, wait=stop)  # on disk before the worker goes
         if stop:
             raise self.stop_exc
+
+    def _curve_json(self) -> str:
+        new = self.curve[len(self._encoded_points) :]
+        self._encoded_points.extend(json.dumps(point) for point in new)
+        return "[" + ",".join(self._encoded_points) + "]"
+
+
+def saved_curve(saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The curve a checkpoint holds (``curve_json``; 0.2 checkpoints held ``curve``)."""
+    if isinstance(saved.get("curve_json"), str):
+        curve = json.loads(saved["curve_json"])
+    else:
+        curve = saved.get("curve")
+    return [p for p in curve if isinstance(p, dict)] if isinstance(curve, list) else []

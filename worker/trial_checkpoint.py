@@ -21,7 +21,7 @@ from search_spaces.optuna_adapter import (
     write_intermediate_values,
     write_user_attrs,
 )
-from worker.checkpoints import Checkpoint, CheckpointStore, SaveCadence
+from worker.checkpoints import Checkpoint, CheckpointStore, SaveCadence, saved_curve
 from worker.claims import Claim, first_attempt
 from worker.db_retry import with_db_retry
 from worker.tasks.base import takes_keyword
@@ -75,9 +75,9 @@ def open_checkpoint(
     if saving_curve is None:
         saving_curve = curve
     if saved is not None:
-        curve.extend(saved.get("curve") or [])
+        curve.extend(saved_curve(saved))
         if saving_curve is not curve:
-            saving_curve.extend(saved.get("curve") or [])
+            saving_curve.extend(saved_curve(saved))
         epoch = int(saved.get("epoch") or 0)
         _record_resume(claim, curve, epoch)
         output.write(f"resumed from the checkpoint of epoch {epoch}\n")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from worker.checkpoints import Checkpoint, CheckpointStore, default_store_url
+from worker.checkpoints import Checkpoint, CheckpointStore, default_store_url, saved_curve
 from worker.tasks.deep_mlp import train
 
 SMALL = {"dataset": "digits", "depth": 4, "width": 16, "epochs": 6, "lr": 0.05, "seed": 3}
@@ -44,12 +44,14 @@ def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(store: Checkpoin
         train(SMALL, eta=0.3, gamma=0.55, report=lambda e, m: curve.append({"epoch": e, **m}),
               checkpoint=_checkpoint(store, curve, stop_after=2))  # fmt: skip
     saved = store.load("s/0")
-    assert saved is not None and saved["epoch"] == 2 and len(saved["curve"]) == 2
+    assert saved is not None and saved["epoch"] == 2 and len(saved_curve(saved)) == 2
     rest: list[dict[str, Any]] = []
     resumed = train(SMALL, eta=0.3, gamma=0.55, report=lambda e, m: rest.append(m),
-                    checkpoint=_checkpoint(store, list(saved["curve"]), None))  # fmt: skip
+                    checkpoint=_checkpoint(store, list(saved_curve(saved)), None))  # fmt: skip
     assert resumed == reference  # == on floats: bit for bit
-    assert [{k: v for k, v in p.items() if k != "epoch"} for p in saved["curve"]] + rest == whole
+    assert [
+        {k: v for k, v in p.items() if k != "epoch"} for p in saved_curve(saved)
+    ] + rest == whole
 
 
 def test_a_crash_during_a_save_leaves_the_previous_checkpoint(

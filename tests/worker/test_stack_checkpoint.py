@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker.checkpoints import Checkpoint, CheckpointStore, SaveCadence
+from worker.checkpoints import Checkpoint, CheckpointStore, SaveCadence, saved_curve
 from worker.stack_run import resume_mark
 from worker.stacked import StackMember
 from worker.tasks.deep_mlp_stacked import run_stack
@@ -75,7 +75,7 @@ def test_a_resumed_stack_continues_where_the_lost_one_would_have(
         saved = store.load(f"s/{i}")
         assert saved is not None and saved["epoch"] == 2
         assert resume_mark(saved["trainer"]) == (("data_seed", 3), ("epoch", 2))
-        again[i].extend(saved["curve"])
+        again[i].extend(saved_curve(saved))
         resumed.append(Checkpoint(store, f"s/{i}", every=1, resumed=saved, curve=again[i],
                                   stopping=lambda: False, stop_exc=Stopped))  # fmt: skip
     results = run_stack(_members(order, again, resumed)).results
