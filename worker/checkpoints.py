@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 from sqlalchemy.engine import make_url
 
 from worker import checkpoint_format
@@ -95,6 +97,11 @@ class CheckpointStore:
             self.fs.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
         temporary = f"{path}.{uuid.uuid4().hex}.partial"
+        if isinstance(self.fs, LocalFileSystem):  # the same, with less Python per save
+            with open(temporary, "wb") as fh:
+                fh.write(data)
+            os.replace(temporary, path)
+            return
         with self.fs.open(temporary, "wb") as fh:
             fh.write(data)
         self.fs.mv(temporary, path)  # a rename on a file system: the old one or the new one

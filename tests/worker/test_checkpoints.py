@@ -62,7 +62,9 @@ def test_a_crash_during_a_save_leaves_the_previous_checkpoint(
     def crash(*_: Any, **__: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(store.fs, "mv", crash)  # the write happened; the swap did not
+    # The write happened; the swap did not (a directory renames with os.replace).
+    monkeypatch.setattr(store.fs, "mv", crash)
+    monkeypatch.setattr("worker.checkpoints.os.replace", crash)
     store.save("s/0", {"epoch": 2, "weights": torch.zeros(3)})  # written in the background
     with pytest.raises(OSError, match="disk full"):
         store.load("s/0")  # the failed write is raised by the next call
