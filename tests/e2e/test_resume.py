@@ -14,7 +14,7 @@ from tests.e2e.conftest import Server, Workers
 
 pytestmark = pytest.mark.slow
 
-CONFIG = {"dataset": "digits", "depth": 4, "width": 16, "epochs": 30, "lr": 0.05, "seed": 3}
+CONFIG = {"dataset": "digits", "depth": 4, "width": 16, "epochs": 60, "lr": 0.05, "seed": 3}
 
 
 def _reference() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -60,7 +60,7 @@ def test_an_interrupted_trial_resumes_exactly(
     }  # fmt: skip
     server.submit(spec)
     first = workers.start("--checkpoints", store, heartbeat=0.5)
-    stop_at = random.Random(int(how)).randint(3, 12)
+    stop_at = random.Random(int(how)).randint(3, 20)
 
     def epochs() -> int:
         trials = server.trials("resume")
@@ -137,7 +137,7 @@ def test_an_interrupted_stack_resumes_exactly(
     }  # fmt: skip
     server.submit(spec)
     first = workers.start("--checkpoints", store, "--batch", "3", heartbeat=0.5)
-    stop_at = random.Random(int(how)).randint(3, 12)
+    stop_at = random.Random(int(how)).randint(3, 20)
 
     def epochs() -> int:
         trials = server.trials("stack")
