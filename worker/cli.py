@@ -121,7 +121,7 @@ def train_command(
     from search_spaces import NoiseSetup, TaskConfigError, get_task_definition
     from worker.data import DatasetError
     from worker.tasks import TrainerImportError, load_trainer
-    from worker.tasks.base import check_noise, resolve_device, takes_keyword
+    from worker.tasks.base import check_noise, noise_keyword, resolve_device
 
     try:
         definition = get_task_definition(task)
@@ -132,11 +132,7 @@ def train_command(
         eta, gamma = check_noise(eta, gamma)
         noise = NoiseSetup(eta, gamma, schedule, half_life, horizon, noise_window, placement, scale)
         trainer = load_trainer(definition)
-        extra: dict[str, Any] = {}
-        if takes_keyword(trainer, "noise"):
-            extra["noise"] = noise
-        elif not noise.is_paper:
-            raise ValueError(f"task {task!r} trains only the paper's noise (polynomial schedule)")
+        extra = noise_keyword(trainer, task, noise)
         if "torch" in sys.modules:  # a trainer that never imports torch has no device
             import torch
 

@@ -26,7 +26,7 @@ from search_spaces.schedules import (
     make_schedule,
 )
 from worker.noise_buckets import Bucket, device_seed
-from worker.noise_ratio import RatioMeter
+from worker.noise_ratio import ParamNorms, RatioMeter
 
 __all__ = [
     "SCHEDULE_KINDS",
@@ -43,12 +43,6 @@ PLACEMENTS = ("after_clip", "before_clip")
 # Key under which the noise state rides along in the wrapped optimizer's state_dict, so the
 # checkpoint keeps the "state"/"param_groups" layout that checkpoint tools expect.
 STATE_KEY = "gradient_noise"
-
-
-def _squared_norms(tensors: list[Tensor], device: torch.device) -> Tensor:
-    # Complex entries count both parts, as the noise does.
-    norms = torch._foreach_norm(tensors)
-    return torch.stack(norms).to(device, torch.float64).square()
 
 
 class GradientNoise(Optimizer):
@@ -151,7 +145,7 @@ class GradientNoise(Optimizer):
         self._foreach = foreach
         self._scale, self._placement, self._max_grad_norm = scale, placement, max_grad_norm
         self.ratios = RatioMeter(ratio_every) if ratio_every is not None else None
-        self._ratio_rows: tuple[tuple[Any, ...], Tensor] | None = None
+        self._norms = ParamNorms()
         self._t = 0
         self._generators: dict[torch.device, torch.Generator] = {}
         self._cache_key: tuple[int, ...] | None = None
@@ -267,38 +261,17 @@ class GradientNoise(Optimizer):
             bucket.add_to_grads()
 
     def _sample_ratio(self, buckets: list[Bucket]) -> None:
-        """Squared norms of each parameter's noise and gradient (before the noise joins it),
-        in param_groups order; zeros where a parameter has no gradient or no noise."""
+        """Note each parameter's noise and gradient norms (before the noise joins it)."""
         assert self.ratios is not None
         params = [p for group in self.param_groups for p in group["params"]]
-        if not params:
-            return
-        device = params[0].device
-        grad_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
-        noise_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
         if buckets:  # the step's own buckets: its gradients and its noise, one norm each
+            owners = [p for bucket in buckets for p in bucket.params]
             grads = [g for bucket in buckets for g in bucket.grads()]
             noise = [n for bucket in buckets for n in bucket.views]
-            owners = [p for bucket in buckets for p in bucket.params]
         else:  # no noise this step: the gradients alone
             owners = [p for p in params if p.grad is not None]
             grads, noise = [cast(Tensor, p.grad) for p in owners], []
-        if not owners:
-            return
-        rows = self._rows(params, owners, device)
-        grad_sq.index_copy_(0, rows, _squared_norms(grads, device))
-        if noise:
-            noise_sq.index_copy_(0, rows, _squared_norms(noise, device))
-        self.ratios.add(noise_sq, grad_sq)
-
-    def _rows(self, params: list[Tensor], owners: list[Tensor], device: torch.device) -> Tensor:
-        """Where each of `owners` sits in `params`, cached while the parameters stay."""
-        key = (tuple(map(id, params)), tuple(map(id, owners)))
-        if self._ratio_rows is None or self._ratio_rows[0] != key:
-            index = {id(p): i for i, p in enumerate(params)}
-            rows = torch.tensor([index[id(p)] for p in owners], device=device)
-            self._ratio_rows = (key, rows)
-        return self._ratio_rows[1]
+        self._norms.sample(self.ratios, params, owners, grads, noise)
 
     def _clip(self) -> None:
         if self._max_grad_norm is not None:

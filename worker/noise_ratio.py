@@ -75,6 +75,50 @@ class RatioMeter:
         return ratio(None), [ratio(rows) for rows in groups]
 
 
+class ParamNorms:
+    """Squared norms of each parameter's gradient and noise as a ``RatioMeter`` sample, in
+    the order of the optimizer's parameters (zeros for those without a gradient or noise);
+    where each norm goes is cached while the parameters stay."""
+
+    def __init__(self) -> None:
+        self._rows: tuple[tuple[int, ...], Tensor] | None = None
+
+    def sample(
+        self,
+        meter: RatioMeter,
+        params: Sequence[Tensor],
+        owners: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        noise: Sequence[Tensor],
+    ) -> None:
+        """`grads` and `noise` (empty: none this step) belong to `owners`, some of `params`."""
+        if not owners:
+            return
+        device = params[0].device
+        grad_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
+        noise_sq = torch.zeros(len(params), dtype=torch.float64, device=device)
+        rows = self._where(params, owners, device)
+        grad_sq.index_copy_(0, rows, _squared_norms(grads, device))
+        if noise:
+            noise_sq.index_copy_(0, rows, _squared_norms(noise, device))
+        meter.add(noise_sq, grad_sq)
+
+    def _where(
+        self, params: Sequence[Tensor], owners: Sequence[Tensor], device: torch.device
+    ) -> Tensor:
+        key = (*map(id, params), -1, *map(id, owners))
+        if self._rows is None or self._rows[0] != key:
+            index = {id(p): i for i, p in enumerate(params)}
+            self._rows = (key, torch.tensor([index[id(p)] for p in owners], device=device))
+        return self._rows[1]
+
+
+def _squared_norms(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
+    # Complex entries count both parts, as the noise does.
+    norms = torch._foreach_norm(list(tensors))
+    return torch.stack(norms).to(device, torch.float64).square()
+
+
 def ratio_point(
     meter: RatioMeter | None, layers: Sequence[Sequence[int]], member: int = 0
 ) -> dict[str, float | list[float]]:

@@ -21,7 +21,7 @@ from worker.reports import report_point
 from worker.settings import WorkerSettings
 from worker.study_failures import counts_as_failure
 from worker.tasks import load_trainer
-from worker.tasks.base import takes_keyword
+from worker.tasks.base import noise_keyword
 from worker.trial_checkpoint import open_checkpoint, settle_checkpoint, takes_checkpoint
 from worker.trial_log import TrialOutput
 from worker.trial_stop import Deadline, TrialTimeout
@@ -110,14 +110,7 @@ def _train_and_record(
             setup = resolve_trial(spec, trial.params)
             trainer = load_trainer(spec.definition)
             _limit_torch_threads()
-            extra: dict[str, Any] = {}
-            if takes_keyword(trainer, "noise"):
-                extra["noise"] = setup.noise
-            elif not setup.noise.is_paper:
-                raise ValueError(
-                    f"task {spec.task!r} trains only the paper's noise (its trainer takes no "
-                    f"noise keyword); this trial asks for {setup.noise.as_params()}"
-                )
+            extra = noise_keyword(trainer, spec.task, setup.noise)
             if store is not None and spec.repeats == 1 and takes_checkpoint(trainer):
                 checkpoint = open_checkpoint(claim, store, curve, stop, output, WorkerInterrupted)
                 extra["checkpoint"] = checkpoint

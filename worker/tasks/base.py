@@ -40,7 +40,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from search_spaces import TaskConfig, TaskDefinition
+from search_spaces import NoiseSetup, TaskConfig, TaskDefinition
 
 Report = Callable[[int, dict[str, Any]], None]
 
@@ -76,6 +76,19 @@ def takes_keyword(trainer: Any, name: str) -> bool:
         return name in inspect.signature(trainer).parameters
     except (TypeError, ValueError):
         return False
+
+
+def noise_keyword(trainer: Any, task: str, noise: NoiseSetup) -> dict[str, Any]:
+    """The ``noise`` keyword for a trainer that takes it; a trainer that does not trains only
+    the paper's noise, and any other is refused (``ValueError``)."""
+    if takes_keyword(trainer, "noise"):
+        return {"noise": noise}
+    if not noise.is_paper:
+        raise ValueError(
+            f"task {task!r} trains only the paper's noise (its trainer takes no noise keyword); "
+            f"this asks for {noise.as_params()}"
+        )
+    return {}
 
 
 def check_noise(eta: float, gamma: float) -> tuple[float, float]:
