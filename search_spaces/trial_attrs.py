@@ -17,6 +17,10 @@ WALL_TIME_S = "wall_time_s"
 FAIL_REASON = "fail_reason"  # one line: the exception's type and message, "diverged", ...
 FIRST_ATTEMPT = "first_attempt"  # the number of the trial's first attempt (its checkpoints')
 RESUMED_FROM_EPOCH = "resumed_from_epoch"  # the epoch a retry resumed from
+# Each seed's run of a trial (studies with ``repeats``; one entry otherwise): a list of
+# {"seed": int, "diverged": bool, "metrics": {...}, "curve": [...]} in seed order. Seed i
+# of every trial of a study is the same seed (common random numbers across arms).
+RUNS = "runs"
 
 # Keys of a curve point besides the epoch's metrics: the epoch, the optimizer steps reached,
 # and the epoch's wall time in seconds.
@@ -37,4 +41,5 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     FAIL_REASON: str,
     FIRST_ATTEMPT: int,
     RESUMED_FROM_EPOCH: int,
+    RUNS: list,
 }

@@ -1,0 +1,132 @@
+"""The statistics behind every answer that rests on a few runs: intervals and paired tests.
+
+Plain functions over floats (scipy.stats does the distributions), shared by the service's
+analysis and the worker's ``reproduce``. Every interval is two-sided at ``confidence``
+(0.95 unless told); an interval that cannot be computed (too few values) is ``None``
+rather than a made-up width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+__all__ = [
+    "MeanSummary",
+    "PairedComparison",
+    "mean_interval",
+    "paired_comparison",
+    "summarize_values",
+    "wilson_interval",
+]
+
+CONFIDENCE = 0.95
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+
+
+def wilson_interval(
+    successes: int, n: int, confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """The Wilson score interval of a success rate ``successes / n`` (None when n is 0).
+
+    Unlike the normal ("Wald") interval it stays inside [0, 1] and is honest at 0 of n and
+    n of n, which is where success counts of many restarts tend to be.
+    """
+    _check_confidence(confidence)
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return None
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # Clamp rounding only: the exact bounds lie in [0, 1].
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(
+    values: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """Student's t interval of the mean (None for fewer than two values)."""
+    _check_confidence(confidence)
+    n = len(values)
+    if n < 2:
+        return None
+    mean = math.fsum(values) / n
+    sem = float(stats.sem(values))
+    if sem == 0.0:
+        return mean, mean
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class MeanSummary:
+    """Count, mean with its interval, median, best and worst of some values."""
+
+    n: int
+    mean: float | None
+    interval: tuple[float, float] | None
+    median: float | None
+    best: float | None
+    worst: float | None
+
+
+def summarize_values(
+    values: Sequence[float], *, higher_is_better: bool = True, confidence: float = CONFIDENCE
+) -> MeanSummary:
+    """The summary of finite values (non-finite ones are left out by the caller)."""
+    if not values:
+        return MeanSummary(0, None, None, None, None, None)
+    ordered = sorted(values)
+    best, worst = (ordered[-1], ordered[0]) if higher_is_better else (ordered[0], ordered[-1])
+    return MeanSummary(
+        n=len(values),
+        mean=math.fsum(values) / len(values),
+        interval=mean_interval(values, confidence),
+        median=float(stats.scoreatpercentile(ordered, 50)) if len(ordered) > 1 else ordered[0],
+        best=best,
+        worst=worst,
+    )
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A group against a baseline on the seeds both ran: ``group - baseline`` per seed."""
+
+    pairs: int
+    mean_difference: float | None
+    interval: tuple[float, float] | None
+    p_value: float | None  # two-sided paired t-test; None below two pairs or with no spread
+
+
+def paired_comparison(
+    group: dict[int, float], baseline: dict[int, float], confidence: float = CONFIDENCE
+) -> PairedComparison:
+    """Compare two arms on common random numbers: values keyed by seed, paired by seed.
+
+    Seeds only one arm has are left out. The interval is the t interval of the mean
+    difference, the p-value that of ``scipy.stats.ttest_rel`` (equal to a one-sample t-test
+    of the differences).
+    """
+    _check_confidence(confidence)
+    seeds = sorted(set(group) & set(baseline))
+    diffs = [group[s] - baseline[s] for s in seeds]
+    if not diffs:
+        return PairedComparison(0, None, None, None)
+    mean = math.fsum(diffs) / len(diffs)
+    interval = mean_interval(diffs, confidence)
+    p_value: float | None = None
+    if len(diffs) >= 2 and interval is not None and interval[0] != interval[1]:
+        result = stats.ttest_rel([group[s] for s in seeds], [baseline[s] for s in seeds])
+        p_value = float(result.pvalue)
+    return PairedComparison(len(diffs), mean, interval, p_value)
