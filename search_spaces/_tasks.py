@@ -62,6 +62,8 @@ class QuadraticConfig(TaskConfig):
     sleep_s: float = Field(0.0, ge=0, le=60)
     # Runs with eta at or above this report a NaN loss, like a diverged training run.
     diverge_eta: float | None = Field(None, gt=0)
+    # Runs with one of these seeds diverge too (a study's per-seed records, tried cheaply).
+    diverge_seeds: tuple[int, ...] = Field((), max_length=64)
     seed: int = 0
 
     @property

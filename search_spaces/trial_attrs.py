@@ -18,9 +18,12 @@ FAIL_REASON = "fail_reason"  # one line: the exception's type and message, "dive
 FIRST_ATTEMPT = "first_attempt"  # the number of the trial's first attempt (its checkpoints')
 RESUMED_FROM_EPOCH = "resumed_from_epoch"  # the epoch a retry resumed from
 # Each seed's run of a trial (studies with ``repeats``; one entry otherwise): a list of
-# {"seed": int, "diverged": bool, "metrics": {...}, "curve": [...]} in seed order. Seed i
-# of every trial of a study is the same seed (common random numbers across arms).
+# {"seed": int, "diverged": bool, "metrics": {...}} in seed order. Seed i of every trial of
+# a study is the same seed (common random numbers across arms).
 RUNS = "runs"
+# The curve of each of those runs, in the same order (kept apart so that lists of trials
+# read the runs without their curves; absent for one run, whose curve is CURVE).
+RUN_CURVES = "run_curves"
 
 # Keys of a curve point besides the epoch's metrics: the epoch, the optimizer steps reached,
 # and the epoch's wall time in seconds.
@@ -42,4 +45,5 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     FIRST_ATTEMPT: int,
     RESUMED_FROM_EPOCH: int,
     RUNS: list,
+    RUN_CURVES: list,
 }

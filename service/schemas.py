@@ -54,6 +54,18 @@ class StudiesPublic(BaseModel):
     count: int
 
 
+class RunPublic(BaseModel):
+    """One seed's run of a trial (seed i is the same in every trial of a study)."""
+
+    seed: int
+    diverged: bool
+    metrics: dict[str, Any] | None = Field(description="the run's final metrics")
+
+
+class RunRecordPublic(RunPublic):
+    curve: list[dict[str, Any]] = Field(description="the run's points, one per epoch")
+
+
 class TrialPublic(BaseModel):
     number: int
     state: str
@@ -69,6 +81,11 @@ class TrialPublic(BaseModel):
     datetime_complete: datetime | None
     duration_s: float | None
     fail_reason: str | None
+    runs: list[RunPublic] | None = Field(
+        None,
+        description="each seed's run, in seed order (null until the trial has a result); "
+        "value is the mean over the runs that did not diverge",
+    )
 
 
 class TrialRecordPublic(TrialPublic):
@@ -82,6 +99,9 @@ class TrialRecordPublic(TrialPublic):
         None, description="the epoch a retry resumed from (null: it started from scratch)"
     )
     wall_time_s: float | None
+    runs: list[RunRecordPublic] | None = Field(  # type: ignore[assignment]
+        None, description="each seed's run with its curve"
+    )
 
 
 class TrialsPublic(BaseModel):

@@ -36,6 +36,7 @@ _ATTRS = {
         trial_attrs.ATTEMPT,
         trial_attrs.METRICS,
         trial_attrs.FAIL_REASON,
+        trial_attrs.RUNS,
     )
 }
 
@@ -159,15 +160,28 @@ def get_trial(storage: RDBStorage, name: str, number: int) -> TrialRecordPublic:
     curve = attrs.get(trial_attrs.CURVE)
     retry_of, wall = attrs.get(trial_attrs.RETRY_OF), attrs.get(trial_attrs.WALL_TIME_S)
     resumed = attrs.get(trial_attrs.RESUMED_FROM_EPOCH)
+    curve = curve if isinstance(curve, list) else []
     return TrialRecordPublic.model_validate(
         listed[0].model_dump()
         | {
-            "curve": curve if isinstance(curve, list) else [],
+            "runs": _runs_with_curves(attrs, curve),
+            "curve": curve,
             "retry_of": retry_of if isinstance(retry_of, int) else None,
             "wall_time_s": wall if isinstance(wall, int | float) else None,
             "resumed_from_epoch": resumed if isinstance(resumed, int) else None,
         }
     )
+
+
+def _runs_with_curves(attrs: dict[str, Any], curve: list[Any]) -> list[dict[str, Any]] | None:
+    """Each run of the trial with its curve (a lone run's is the trial's)."""
+    runs = attrs.get(trial_attrs.RUNS)
+    if not isinstance(runs, list):
+        return None
+    curves = attrs.get(trial_attrs.RUN_CURVES)
+    if not isinstance(curves, list) or len(curves) != len(runs):
+        curves = [curve] if len(runs) == 1 else [[] for _ in runs]
+    return [{**run, "curve": c} for run, c in zip(runs, curves, strict=True)]
 
 
 def trial_log(storage: RDBStorage, name: str, number: int) -> str:

@@ -38,6 +38,7 @@ from worker.trial_run import (
     record_outcome,
     run_claimed_trial,
 )
+from worker.trial_runs import TrialRuns, run_seeds
 from worker.trial_stop import Deadline
 
 log = logging.getLogger("noisetune.worker")
@@ -277,6 +278,17 @@ class _Recorder:
             job.result()
 
 
+def _run_done(
+    runs: TrialRuns,
+    r: int,
+    trial_done: Callable[[dict[str, Any] | BaseException], None],
+    result: dict[str, Any] | BaseException,
+) -> None:
+    """Run ``r`` left the stack; the trial's result is recorded once all its runs have."""
+    if runs.done(r, result):
+        trial_done(runs.outcome())
+
+
 def _train_stack(
     group: list[Claim],
     device: str,
@@ -293,23 +305,28 @@ def _train_stack(
         members = []
         for i, claim in enumerate(group):
             setup = resolve_trial(claim.spec, claim.trial.params)
-            if store is not None:
+            seeds = run_seeds(setup.config, claim.spec.repeats)
+            if store is not None and len(seeds) == 1:  # a trial of many runs keeps none
                 recorder.checkpoints[i] = open_checkpoint(
                     claim, store, recorder.curves[i], stop, output, WorkerInterrupted,
                     cadence=cadence, saving_curve=recorder.saving_curves[i],
                     stopping=partial(recorder.stopping.__getitem__, i),  # the stack's decision
                 )  # fmt: skip
-            members.append(
-                StackMember(
-                    setup.config,
-                    setup.eta,
-                    setup.gamma,
-                    recorder.report_for(i),
-                    recorder.done_for(i),
-                    checkpoint=recorder.checkpoints[i],
-                    noise=setup.noise,
-                )  # fmt: skip
-            )
+            # Each of the trial's runs is a member of its own (its seed's init, data and
+            # noise); TrialRuns combines their epochs and results into the trial's.
+            runs = TrialRuns(seeds, recorder.report_for(i))
+            for r, seed in enumerate(seeds):
+                members.append(
+                    StackMember(
+                        {**setup.config, "seed": seed},
+                        setup.eta,
+                        setup.gamma,
+                        runs.report_for(r),
+                        partial(_run_done, runs, r, recorder.done_for(i)),
+                        checkpoint=recorder.checkpoints[i],
+                        noise=setup.noise,
+                    )  # fmt: skip
+                )
         _limit_torch_threads()
         with output.capturing(), recorder.deadline.watched():
             train_stacked(members, device=device)

@@ -24,6 +24,7 @@ from worker.tasks import load_trainer
 from worker.tasks.base import noise_keyword
 from worker.trial_checkpoint import open_checkpoint, settle_checkpoint, takes_checkpoint
 from worker.trial_log import TrialOutput
+from worker.trial_runs import Report, TrialRuns, run_seeds
 from worker.trial_stop import Deadline, TrialTimeout
 
 log = logging.getLogger("noisetune.worker")
@@ -39,33 +40,6 @@ def _limit_torch_threads() -> None:
         import torch
 
         torch.set_num_threads(WorkerSettings().torch_threads)
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _std(values: list[float]) -> float:
-    m = _mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
-
-
-def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean over repeats of every numeric metric, with its spread as `<metric>_std`."""
-    if len(runs) == 1:
-        return dict(runs[0])
-    out: dict[str, Any] = {}
-    for key, value in runs[0].items():
-        if isinstance(value, bool):
-            out[key] = any(bool(r.get(key)) for r in runs)
-        elif isinstance(value, int | float):
-            values = [float(r[key]) for r in runs]
-            out[key] = _mean(values)
-            out[f"{key}_std"] = _std(values)
-        else:
-            out[key] = value
-    out["repeats"] = len(runs)
-    return out
 
 
 def run_claimed_trial(
@@ -114,26 +88,22 @@ def _train_and_record(
             if store is not None and spec.repeats == 1 and takes_checkpoint(trainer):
                 checkpoint = open_checkpoint(claim, store, curve, stop, output, WorkerInterrupted)
                 extra["checkpoint"] = checkpoint
-            runs: list[dict[str, Any]] = []
-            for k in range(spec.repeats):
-                config = {**setup.config, "seed": int(setup.config.get("seed", 0)) + k}
-                last_repeat = k == spec.repeats - 1
-                epoch_metrics: list[dict[str, Any]] = []
+            runs = TrialRuns(run_seeds(setup.config, spec.repeats), None)
+
+            def report_trial(epoch: int, point: dict[str, Any]) -> None:
+                point[trial_attrs.EPOCH_SECONDS] = epoch_seconds(epoch_started)
+                report_point(claim, epoch, point, curve)
+
+            runs.report = report_trial
+            # The runs train one after another; the trial reports an epoch once all have
+            # (see TrialRuns), so pruning acts during the last run.
+            for r, seed in enumerate(run_seeds(setup.config, spec.repeats)):
+                run_report = runs.report_for(r)
 
                 def report(
-                    epoch: int,
-                    metrics: dict[str, float],
-                    _m: list[dict[str, Any]] = epoch_metrics,
-                    _last: bool = last_repeat,
+                    epoch: int, metrics: dict[str, Any], _run_report: Report = run_report
                 ) -> None:
-                    _m.append(dict(metrics))
-                    if _last:
-                        # Repeats run one after another; the study sees the mean over
-                        # repeats, so pruning can act during the last one.
-                        runs_so_far = [r["curve"] for r in runs if len(r["curve"]) >= epoch]
-                        point = _aggregate([*(c[epoch - 1] for c in runs_so_far), dict(metrics)])
-                        point[trial_attrs.EPOCH_SECONDS] = epoch_seconds(epoch_started)
-                        report_point(claim, epoch, point, curve)
+                    _run_report(epoch, metrics)
                     output.flush()
                     deadline.check()
                     if stop.is_set():
@@ -144,13 +114,14 @@ def _train_and_record(
                         stopping[0] = True
 
                 result = trainer(
-                    config, eta=setup.eta, gamma=setup.gamma, device=device, report=report,
-                    **extra,
+                    {**setup.config, "seed": seed}, eta=setup.eta, gamma=setup.gamma,
+                    device=device, report=report, **extra,
                 )  # fmt: skip
-                runs.append({**result, "curve": epoch_metrics})
-                if result.get("diverged"):
-                    break
-            outcome = _aggregate([{k: v for k, v in r.items() if k != "curve"} for r in runs])
+                runs.done(r, result)
+            combined = runs.outcome()
+            if isinstance(combined, BaseException):
+                raise combined
+            outcome = combined
     except Exception as exc:
         outcome = exc
         if isinstance(exc, TrialTimeout):
@@ -244,7 +215,9 @@ def record_outcome(
         _record(fail_and_maybe_retry, claim, reason, retry_counts=True, streak=streak,
                 curve=curve, wall_time_s=wall)  # fmt: skip
         return
-    final = outcome
+    per_run = (trial_attrs.RUNS, trial_attrs.RUN_CURVES)
+    final = {k: v for k, v in outcome.items() if k not in per_run}
+    runs = {k: outcome[k] for k in per_run if k in outcome}
     value = final.get(metric)
     if final.get("diverged") or not isinstance(value, int | float) or not math.isfinite(value):
         # Divergence is the schedule's result, not an accident: it counts, and is not retried.
@@ -259,6 +232,7 @@ def record_outcome(
             fail_reason="diverged",
             counted=True,
             streak="result",
+            runs=runs,
         )
         log.info("trial %s of %s diverged", trial.number, spec.name)
         return
@@ -271,5 +245,6 @@ def record_outcome(
         curve=curve,
         wall_time_s=wall,
         streak="result",
+        runs=runs,
     )
     log.info("trial %s of %s: %s = %.4g (%.1fs)", trial.number, spec.name, metric, value, wall)

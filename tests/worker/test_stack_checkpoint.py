@@ -74,19 +74,22 @@ def test_a_resumed_stack_continues_where_the_lost_one_would_have(
     for i in range(3):
         saved = store.load(f"s/{i}")
         assert saved is not None and saved["epoch"] == 2
-        assert resume_mark(saved["trainer"]) == (("data_seed", 3), ("epoch", 2))
+        assert resume_mark(saved["trainer"]) == (("data", "own"), ("epoch", 2))
         again[i].extend(saved_curve(saved))
         resumed.append(Checkpoint(store, f"s/{i}", every=1, resumed=saved, curve=again[i],
                                   stopping=lambda: False, stop_exc=Stopped))  # fmt: skip
     results = run_stack(_members(order, again, resumed)).results
     for row, i in enumerate(order):
-        # Seeds 8 and 5 keep the split and order seed 3 drew, whoever leads the new stack.
-        assert results[row] == reference[i]
+        # Each member resumes its own split and order, whoever leads the new stack.
+        # A stack of another size reduces each member's training loss in another order (a
+        # stack of one runs F.cross_entropy): that last digit apart, the run is the same.
+        same: Any = (lambda x: x) if len(order) == 3 else (lambda x: pytest.approx(x, rel=1e-6))
+        assert results[row] == same(reference[i])
         assert [p["epoch"] for p in again[i]] == list(range(1, 7))
         # The curve too; its noise-to-gradient ratios are norms batched by the stack's size.
         drop = ("noise_grad_ratio", "noise_grad_ratio_layers")
         assert [{k: v for k, v in p.items() if k not in drop} for p in again[i]] == [
-            {k: v for k, v in p.items() if k not in drop} for p in whole[i]
+            same({k: v for k, v in p.items() if k not in drop}) for p in whole[i]
         ]
         ratios = [p["noise_grad_ratio"] for p in again[i]]
         assert ratios == pytest.approx([p["noise_grad_ratio"] for p in whole[i]], rel=1e-5)

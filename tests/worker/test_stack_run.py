@@ -80,7 +80,7 @@ def test_waiting_reports_go_in_one_transaction_and_stop_only_their_member(
 
 def test_retries_are_grouped_by_where_they_resume(storage: optuna.storages.RDBStorage) -> None:
     group = claims(storage, 6)
-    mark = {"epoch": 2, "data_seed": 3}
+    mark = {"epoch": 2, "data": "own"}
     saved = {
         group[1].trial.number: {"stack": mark},
         group[2].trial.number: {"stack": mark},

@@ -10,19 +10,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from search_spaces import derived_seed
 from worker.noise import GradientNoise
 from worker.runner import AUTO_CPU_STACK, auto_stack_size, parse_stack_size
 from worker.stacked import StackMember
 from worker.stacked_noise import StackedGradientNoise
 from worker.tasks import deep_mlp
-from worker.tasks.deep_mlp_stacked import (
-    StackedMLP,
-    _config,
-    run_stack,
-    stack_key,
-    train_stacked,
-)
+from worker.tasks.deep_mlp_stacked import _config, run_stack, stack_key, train_stacked
+from worker.tasks.stacked_mlp import StackedMLP
 
 SMALL = {"depth": 6, "width": 16, "epochs": 2}
 # digits keeps 1,401 training samples: 10 minibatches of 141 per epoch, 20 steps in 2 epochs.
@@ -38,9 +32,9 @@ def _one_thread() -> Iterator[None]:
 
 
 def alone(
-    config: dict[str, Any], eta: float, gamma: float, data_seed: int | None = None
+    config: dict[str, Any], eta: float, gamma: float
 ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, torch.Tensor]]:
-    """deep_mlp.train's result, curve and final parameters; data_seed overrides split/order."""
+    """deep_mlp.train's result, curve and final parameters."""
     built: list[torch.nn.Module] = []
     curve: list[dict[str, float]] = []
 
@@ -48,15 +42,9 @@ def alone(
         built.append(original_build(*args))
         return built[-1]
 
-    def seeds(seed: int, *salt: object) -> int:
-        if data_seed is not None and salt in (("split",), ("order",)):
-            seed = data_seed
-        return derived_seed(seed, *salt)
-
     original_build = deep_mlp.build_model
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(deep_mlp, "build_model", build_model)
-        patch.setattr(deep_mlp, "derived_seed", seeds)
         result = deep_mlp.train(config, eta=eta, gamma=gamma, report=lambda e, m: curve.append(m))
     return result, curve, built[0].state_dict()
 
@@ -103,15 +91,15 @@ def test_members_match_their_lone_runs_after_twenty_steps(optimizer: str) -> Non
     run = run_stack([member(c, eta, gamma) for c, eta, gamma in setups], keep_params=True)
     for (config, eta, gamma), result, stacked in zip(setups, run.results, run.params, strict=True):
         assert isinstance(result, dict) and result["steps"] == 20 and not result["diverged"]
-        # Members share the first member's split and minibatch order (seed 0).
-        lone_result, _, lone = alone(config, eta, gamma, data_seed=0)
+        # Each member trains on its own seed's split and minibatch order.
+        lone_result, _, lone = alone(config, eta, gamma)
         assert stacked is not None
         # Adam divides by the root of the second moment: where a gradient is near 0 a
         # rounding difference moves the step by a fraction of lr (seen: 2.5e-5 on one CPU).
         atol = 1e-4 if optimizer == "adam" else 1e-6
         for name, value in lone.items():
             torch.testing.assert_close(stacked[name], value, rtol=1e-4, atol=atol)
-        assert result["val_accuracy"] == pytest.approx(lone_result["val_accuracy"], abs=0.01)
+        assert result["val_accuracy"] == pytest.approx(lone_result["val_accuracy"], abs=0.003)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
@@ -119,13 +107,15 @@ def test_hand_written_gradients_are_autograds(activation: str) -> None:
     """The stack's backward, written out op by op, against autograd on the same forward."""
     cfgs = [_config({**SMALL, "activation": activation, "seed": i}) for i in range(3)]
     stack = StackedMLP(cfgs, 64, torch.device("cpu"))
-    x, y = torch.randn(29, 64, generator=torch.Generator().manual_seed(0)), torch.arange(29) % 10
+    # Each member's own minibatch: (K, n, features) and (K, n).
+    x = torch.randn(3, 29, 64, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(10, (3, 29), generator=torch.Generator().manual_seed(1))
     logits, losses, grads = stack.loss_and_grads(x, y)
 
     params = [p.clone().requires_grad_() for p in stack.params]
     stack.params = params
     reference = stack.forward(x)
-    per_member = torch.stack([F.cross_entropy(reference[k], y) for k in range(3)])
+    per_member = torch.stack([F.cross_entropy(reference[k], y[k]) for k in range(3)])
     expected = torch.autograd.grad(per_member.sum(), params)
     assert torch.equal(logits, reference.detach())
     torch.testing.assert_close(losses, per_member.detach(), rtol=1e-6, atol=0)

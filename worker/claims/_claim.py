@@ -31,6 +31,13 @@ def study_spec(row: StudyRow) -> StudySpec:
 
 
 def can_stack(spec: StudySpec) -> bool:
-    """Whether trials of this study can train as one stack (repeats run one after another)."""
+    """Whether trials of this study can train as one stack (each run of a trial of many
+    seeds is a member of its own)."""
     definition = spec.definition
-    return bool(definition.stackable and definition.stacked_trainer and spec.repeats == 1)
+    return bool(definition.stackable and definition.stacked_trainer)
+
+
+def trials_per_stack(spec: StudySpec, k: int) -> int:
+    """How many trials to claim for a stack of up to `k` models: a trial with ``repeats``
+    trains that many, and is never split (so one trial may exceed `k`)."""
+    return max(1, k // spec.repeats) if can_stack(spec) else 1

@@ -26,7 +26,7 @@ from search_spaces.study_rows import StudyRow
 from search_spaces.tables import reservations_table, studies_table, trial_runs_table, workers_table
 from worker.claims._budget import candidate_lists, claim_lock_key, drop_reservations, slots_used
 from worker.claims._cache import caches
-from worker.claims._claim import Claim, can_stack, study_spec
+from worker.claims._claim import Claim, study_spec, trials_per_stack
 from worker.claims._reaper import fail_orphan
 from worker.guarded_sampler import GuardedSampler, guarded_optimizers
 from worker.tasks import warm_up
@@ -69,7 +69,8 @@ def claim_trials(
     Three steps: reserve budget slots in a short transaction under the study's lock (so
     racing workers never overshoot `n_trials`), ask() Optuna outside the lock, then record
     the claims and drop the reservations in one transaction. Fewer than `k` come back when
-    less budget is left, and one when the study's trials cannot be stacked (`can_stack`).
+    less budget is left, and fewer when its trials cannot be stacked or train many seeds
+    (`trials_per_stack`).
     An empty list means there is nothing to serve.
     """
     if k < 1:
@@ -86,7 +87,7 @@ def claim_trials(
         started += warm_up(spec.definition)  # a first trial's imports: not the claim's time
         # Trials that cannot share a stack run one after another: claiming more would only
         # leave them waiting while other workers could have trained them.
-        reserved = _reserve(engine, candidate.name, worker_id, k if can_stack(spec) else 1)
+        reserved = _reserve(engine, candidate.name, worker_id, trials_per_stack(spec, k))
         if reserved is None:
             continue
         claim_id, n, first_seed_number = reserved

@@ -63,6 +63,7 @@ def finish_trial(
     fail_reason: str | None = None,
     counted: bool = True,
     streak: StreakEffect = None,
+    runs: dict[str, list[Any]] | None = None,
 ) -> None:
     """Record a trial's result: its attributes and claim record in one transaction, then tell.
 
@@ -83,6 +84,8 @@ def finish_trial(
         attrs[trial_attrs.WALL_TIME_S] = round(wall_time_s, 3)
     if fail_reason is not None:
         attrs[trial_attrs.FAIL_REASON] = fail_reason
+    if runs:  # the runs of each seed (trial_attrs.RUNS, and RUN_CURVES)
+        attrs.update(json_safe(runs))
     with claim.engine.begin() as conn:
         t, r = trials_table.c, trial_runs_table.c
         # Optuna refuses to change a finished trial; so does this.

@@ -1,12 +1,14 @@
 """A deep_mlp stack member's checkpoint: what it saves, and how a stack resumes from them.
 
 A member's checkpoint holds its own rows of the stack (weights, optimizer state, noise step
-and generator), its metrics, and what it shares with its stack: the epoch, the optimizer's
-step count, the data order's generator and ``data_seed``, the seed that drew the split and
-the order (the first member's of the stack that trained it, see deep_mlp_stacked). Its
-``stack`` entry, ``{"epoch", "data_seed"}``, is what members must share to resume in one
-stack (the worker groups retries by it): they then continue with the very split and order
-the lost stack had, whichever member now comes first.
+and generator), its data order's generator, its metrics, and what it shares with its
+stack: the epoch and the optimizer's step count. Its ``stack`` entry, ``{"epoch", "data":
+"own"}``, is what members must share to resume in one stack (the worker groups retries by
+it). Each member's split comes from its seed again, so members resume in any stack.
+
+Checkpoints of earlier versions name a ``data_seed`` instead (the whole stack then trained on
+the first member's split and order); they resume among themselves, each member with the
+order it saved and its own split.
 """
 
 from __future__ import annotations
@@ -26,29 +28,27 @@ __all__ = ["ResumePoint", "member_checkpoint", "restore_members", "resume_point"
 class ResumePoint:
     """Where a stack starts: from scratch (epoch 0) or from its members' checkpoints."""
 
-    data_seed: int
     epoch: int = 0
     steps: int = 0
     states: list[dict[str, Any]] = field(default_factory=list)
 
 
-def resume_point(saved: list[dict[str, Any] | None], first_seed: int) -> ResumePoint:
+def resume_point(saved: list[dict[str, Any] | None]) -> ResumePoint:
     """The stack's start from what each member's checkpoint gave (None: none saved).
 
-    Members start fresh together, or all resume from one epoch and data seed.
+    Members start fresh together, or all resume from one epoch.
     """
     if all(s is None for s in saved):
-        return ResumePoint(data_seed=first_seed)
+        return ResumePoint()
     marks = {_mark(s) for s in saved}
     if len(marks) > 1:
         raise ValueError(
-            "members of a stack must all start fresh or all resume from one epoch and data "
-            f"seed, got {sorted(marks, key=str)}"
+            "members of a stack must all start fresh or all resume from one epoch, "
+            f"got {sorted(marks, key=str)}"
         )
     states = [s for s in saved if s is not None]
     first = states[0]
     return ResumePoint(
-        data_seed=int(first["stack"]["data_seed"]),
         epoch=int(first["epoch"]),
         steps=int(first["steps"]),
         states=states,
@@ -60,7 +60,7 @@ def _mark(state: dict[str, Any] | None) -> tuple[Any, ...]:
         return ("fresh",)
     if "stack" not in state:
         raise ValueError("checkpoint is not a stack member's (a lone run resumes alone)")
-    return (int(state["stack"]["epoch"]), int(state["stack"]["data_seed"]))
+    return (int(state["stack"]["epoch"]), str(state["stack"].get("data_seed", "own")))
 
 
 def restore_members(
@@ -68,16 +68,16 @@ def restore_members(
     params: list[torch.Tensor],
     optimizer: StackedOptimizer,
     noise: StackedGradientNoise,
-    order_gen: torch.Generator,
+    order_gens: list[torch.Generator],
 ) -> None:
-    """Put each member's saved rows in its row (member i in row i) and the shared state."""
+    """Put each member's saved rows in its row (member i in row i), and its data order."""
     with torch.no_grad():
         for row, state in enumerate(start.states):
             for param, saved in zip(params, state["params"], strict=True):
                 param[row].copy_(saved)
             optimizer.load_member_state(row, state["optimizer"])
             noise.load_member_state(row, state["noise"])
-    order_gen.set_state(start.states[0]["order_generator"])
+            order_gens[row].set_state(state["order_generator"])
 
 
 def member_checkpoint(
@@ -90,11 +90,11 @@ def member_checkpoint(
     epoch: int,
     steps: int,
     metrics: dict[str, float],
-    data_seed: int,
 ) -> dict[str, Any]:
-    """What the member in `row` saves after `epoch` (views: written before the next step)."""
+    """What the member in `row` saves after `epoch` (views: written before the next step);
+    `order_gen` is the member's own data order."""
     return {
-        "stack": {"epoch": epoch, "data_seed": data_seed},
+        "stack": {"epoch": epoch, "data": "own"},
         "params": [p[row] for p in params],
         "optimizer": optimizer.member_state(row),
         "noise": noise.member_state(row),

@@ -54,7 +54,7 @@ def train(
     assert isinstance(cfg, QuadraticConfig)
     eta, gamma = check_noise(eta, gamma)
 
-    if cfg.diverge_eta is not None and eta >= cfg.diverge_eta:
+    if (cfg.diverge_eta is not None and eta >= cfg.diverge_eta) or cfg.seed in cfg.diverge_seeds:
         # Like a real run whose loss blew up: one epoch, a NaN loss, flagged as diverged.
         if cfg.sleep_s:
             time.sleep(cfg.sleep_s)
