@@ -44,7 +44,7 @@ class DeepMLPConfig(TaskConfig):
     depth: int = Field(20, ge=1, le=200)
     width: int = Field(50, ge=1, le=4096)
     activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
-    init: Literal["simple", "good"] = "simple"
+    init: Literal["simple", "good", "zero"] = "simple"
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     lr: float = Field(0.03, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)

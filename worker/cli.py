@@ -155,13 +155,25 @@ def reproduce_command(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes (default: one per CPU core).")
     ] = None,
+    init: Annotated[
+        str, typer.Option(help="The network's poor init: simple (N(0, 0.1^2)) or zero.")
+    ] = "simple",
 ) -> None:
     """The paper's claim 1 on digits: no noise stays at chance, eta = 1.0 trains."""
+    if init not in ("simple", "zero"):
+        _fail(f"--init must be simple or zero, got {init!r}")
     _require_torch("reproduce")
     from rich.console import Console
     from rich.progress import Progress
 
-    from worker.reproduce import PAPER_ETAS, run_all, summarize, verdict
+    from worker.reproduce import (
+        PAPER_ETAS,
+        few_runs_note,
+        paired_lines,
+        run_all,
+        summarize,
+        verdict,
+    )
     from worker.reproduce import render_table as table_of
 
     n_jobs = seeds * len(PAPER_ETAS)
@@ -173,12 +185,15 @@ def reproduce_command(
             seeds=seeds,
             epochs=epochs,
             workers=n_workers,
+            init=init,
             on_result=lambda _: bar.advance(task_id),
         )
     rows = summarize(results)
     out = Console()
-    out.print(table_of(rows, epochs=epochs))
-    out.print(verdict(rows), highlight=False, soft_wrap=True)
+    out.print(table_of(rows, epochs=epochs, init=init))
+    for line in [*paired_lines(results), few_runs_note(rows), verdict(rows)]:
+        if line is not None:
+            out.print(line, highlight=False, soft_wrap=True)
     out.print(f"wall time: {time.perf_counter() - start:.1f} s", highlight=False, soft_wrap=True)
 
 

@@ -2,8 +2,10 @@
 
 ``depth`` counts Linear layers: input -> width, (depth - 2) x width -> width, width -> 10,
 with the activation between them (depth = 1 is a linear classifier). "simple" init draws
-every weight from N(0, 0.1^2) with zero biases, the paper's poor initialisation; "good"
-is He-normal for relu/gelu and Xavier-normal for tanh/sigmoid, zero biases.
+every weight from N(0, 0.1^2) with zero biases, the paper's poor initialisation; "zero" sets
+every weight and bias to 0, the paper's other one (without noise only the last layer's bias
+ever gets a gradient); "good" is He-normal for relu/gelu and Xavier-normal for tanh/sigmoid,
+zero biases.
 
 One optimizer step: backward -> GradientNoise.step(), which clips the gradients'
 total norm to ``clip`` (if set) and adds N(0, sigma_t^2) per gradient entry (t = 0 at the
@@ -64,6 +66,8 @@ def build_model(cfg: DeepMLPConfig, n_inputs: int, generator: torch.Generator) -
         with torch.no_grad():
             if cfg.init == "simple":
                 nn.init.normal_(linear.weight, 0.0, SIMPLE_INIT_STD, generator=generator)
+            elif cfg.init == "zero":
+                nn.init.zeros_(linear.weight)
             elif cfg.activation in ("relu", "gelu"):
                 nn.init.kaiming_normal_(linear.weight, nonlinearity="relu", generator=generator)
             else:
