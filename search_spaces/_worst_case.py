@@ -86,13 +86,17 @@ def check_resources(spec: StudySpec, max_memory_bytes: int) -> None:
     if found is None:
         return
     config, estimate = found
-    if estimate.memory_bytes <= max_memory_bytes:
+    # A stackable task trains a trial's runs (one per seed) side by side: all at once.
+    runs = spec.repeats if spec.definition.stackable else 1
+    memory = estimate.memory_bytes * runs
+    if memory <= max_memory_bytes:
         return
     # The config keys that differ from the task's defaults are what made it this big.
     defaults = spec.definition.default_config()
     values = ", ".join(f"{k}={v!r}" for k, v in config.model_dump().items() if defaults.get(k) != v)
+    side_by_side = f", its {runs} runs (repeats) side by side" if runs > 1 else ""
     raise ResourceLimitError(
-        f"{spec.task} needs about {human_bytes(estimate.memory_bytes)} per trial"
+        f"{spec.task} needs about {human_bytes(memory)} per trial{side_by_side}"
         + (f" ({values})" if values else "")
         + f"; this server allows {human_bytes(max_memory_bytes)} ({MEMORY_SETTING})"
     )

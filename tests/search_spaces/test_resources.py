@@ -82,6 +82,17 @@ def test_a_huge_config_is_refused_in_human_units() -> None:
     check_resources(huge, estimate.memory_bytes)  # exactly the estimate is allowed
 
 
+def test_the_runs_of_a_stacked_trial_count_together() -> None:
+    wide = {"dataset": "mnist", "width": 1024, "depth": 20}
+    one = estimate_resources(spec(task_config=wide))
+    assert one is not None
+    check_resources(spec(task_config=wide, repeats=1), one.memory_bytes)
+    # deep_mlp trains a trial's 40 seeds as one stack: forty runs' memory at once.
+    with pytest.raises(ResourceLimitError, match=r"its 40 runs \(repeats\) side by side"):
+        check_resources(spec(task_config=wide, repeats=40), 39 * one.memory_bytes)
+    check_resources(spec(task_config=wide, repeats=40), 40 * one.memory_bytes)
+
+
 def test_tasks_without_an_estimate_pass() -> None:
     assert QUADRATIC.resources is None
     assert estimate_resources(spec("quadratic")) is None
