@@ -133,6 +133,9 @@ class TrialRuns:
         return points or None
 
     def _report_ready(self) -> None:
+        # A run resumed from a checkpoint reports from its epoch on, not from 1.
+        lowest = min((min(run.points) for run in self.runs if run.points), default=1)
+        self.next_epoch = max(self.next_epoch, lowest)
         while (points := self._ready(self.next_epoch)) is not None:
             epoch = self.next_epoch
             self.next_epoch += 1

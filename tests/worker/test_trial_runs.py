@@ -89,6 +89,14 @@ def test_what_stops_the_trial_stops_every_run_at_its_next_report() -> None:
     assert isinstance(runs.outcome(), optuna.TrialPruned)
 
 
+def test_a_resumed_run_reports_from_the_epoch_it_resumed_at() -> None:
+    told: list[int] = []
+    runs = TrialRuns([0], lambda e, p: told.append(e))
+    for epoch in (12, 13):
+        runs.report_for(0)(epoch, {"loss": 1.0})
+    assert told == [12, 13]
+
+
 def test_one_run_is_the_run_itself() -> None:
     assert aggregate([{"loss": 2.0, "diverged": False}]) == {"loss": 2.0, "diverged": False}
     runs = TrialRuns([4], None)
