@@ -9,6 +9,7 @@ rather than a made-up width.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,11 @@ __all__ = [
 ]
 
 CONFIDENCE = 0.95
+# Values that differ by less than this many units in the last place of their magnitude (or
+# of the numbers they were computed from) differ by rounding only: 0.3 - 0.2 and 0.4 - 0.3
+# are the same difference. Treating that as spread would give a zero-width interval a
+# p-value of 1e-30.
+_ROUNDING = 16 * sys.float_info.epsilon
 
 
 def _check_confidence(confidence: float) -> None:
@@ -49,22 +55,37 @@ def wilson_interval(
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    # Clamp rounding only: the exact bounds lie in [0, 1].
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The exact bounds are 0 at 0 of n and 1 at n of n; elsewhere clamp rounding only.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def mean_interval(
     values: Sequence[float], confidence: float = CONFIDENCE
 ) -> tuple[float, float] | None:
-    """Student's t interval of the mean (None for fewer than two values)."""
+    """Student's t interval of the mean (None for fewer than two values).
+
+    Values equal but for rounding have no spread: their interval is the mean alone.
+    """
     _check_confidence(confidence)
+    return _t_interval(values, confidence, max((abs(v) for v in values), default=0.0))
+
+
+def _no_spread(values: Sequence[float], scale: float) -> bool:
+    return max(values) - min(values) <= _ROUNDING * scale
+
+
+def _t_interval(
+    values: Sequence[float], confidence: float, scale: float
+) -> tuple[float, float] | None:
     n = len(values)
     if n < 2:
         return None
     mean = math.fsum(values) / n
-    sem = float(stats.sem(values))
-    if sem == 0.0:
+    if _no_spread(values, scale):
         return mean, mean
+    sem = float(stats.sem(values))
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return float(low), float(high)
 
@@ -124,9 +145,11 @@ def paired_comparison(
     if not diffs:
         return PairedComparison(0, None, None, None)
     mean = math.fsum(diffs) / len(diffs)
-    interval = mean_interval(diffs, confidence)
+    # A difference carries the rounding of the values it was taken from.
+    scale = max(abs(v) for s in seeds for v in (group[s], baseline[s]))
+    interval = _t_interval(diffs, confidence, scale)
     p_value: float | None = None
-    if len(diffs) >= 2 and interval is not None and interval[0] != interval[1]:
+    if interval is not None and interval[0] != interval[1]:
         result = stats.ttest_rel([group[s] for s in seeds], [baseline[s] for s in seeds])
         p_value = float(result.pvalue)
     return PairedComparison(len(diffs), mean, interval, p_value)
