@@ -6,6 +6,7 @@ kind, options and the study's state, so a warm request costs a dictionary lookup
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ import optuna
 import plotly.graph_objects as go
 
 from service import analysis
-from service.plots import _figures, _figures_runs
+from service.plots import _effect, _figures, _figures_runs
 from service.plots._cache import analyses, figures, importances, snapshots
 from service.plots._data import (
     PlotQueryError,
@@ -42,6 +43,7 @@ __all__ = [
     "cached_analysis",
     "cached_importance",
     "compute_info",
+    "draw_figure",
     "plot_json",
     "study_analysis",
     "study_snapshot",
@@ -59,6 +61,7 @@ TITLES = {
     "noise_ratio": "Noise-to-gradient ratio",
     "timeline": "Timeline",
     "slice": "Slice",
+    "effect": "Effect of noise",
 }
 PLOT_KINDS: tuple[str, ...] = tuple(TITLES)
 RUN_KINDS = frozenset({"intermediate", "timeline", "noise_schedule", "noise_ratio"})
@@ -109,6 +112,9 @@ def compute_info(
         "timeline": lambda: timeline_info(snap),
         "noise_schedule": lambda: noise_schedule_info(snap),
         "noise_ratio": lambda: noise_ratio_info(snap),
+        "effect": lambda: _effect.effect_info(
+            snap, functools.partial(cached_analysis, storage_key=storage_key)
+        ),
     }
     if kind not in compute:
         raise UnknownPlotKindError(kind)
@@ -116,10 +122,14 @@ def compute_info(
 
 
 def build_figure(snap: StudySnapshot, kind: str, **options: Any) -> go.Figure:
-    info = compute_info(snap, kind, **options)
+    return draw_figure(kind, compute_info(snap, kind, **options))
+
+
+def draw_figure(kind: str, info: Any) -> go.Figure:
+    """The figure of one plot kind from its data (`compute_info`'s answer)."""
     if isinstance(info, TooFew):
         return _figures.too_few_figure(info, TITLES[kind])
-    module = _figures_runs if kind in RUN_KINDS else _figures
+    module = _effect if kind == "effect" else _figures_runs if kind in RUN_KINDS else _figures
     drawer: Callable[[Any], go.Figure] = getattr(module, f"{kind}_figure")
     return drawer(info)
 

@@ -1,4 +1,4 @@
-"""The effect analysis: the API on both backends, and the CLI.
+"""The effect analysis: the API on both backends, the CLI, the study page and the report.
 
 Trials are hand-built with the ``runs`` a worker records (and some without, as recorded
 before), so that every expected number can be worked out from the values below.
@@ -6,7 +6,10 @@ before), so that every expected number can be worked out from the values below.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from service.cli import app
+from service.report import render_report
 from tests.service.dashboard_fixtures import register_study
 
 API = "/api/v1/studies"
@@ -261,3 +265,54 @@ def test_cli_errors_are_one_line(url: str, args: list[str], message: str) -> Non
     result = CliRunner().invoke(app, ["analyze", *args, "--storage", url])
     assert result.exit_code == 1 and message in result.stderr
     assert "Traceback" not in result.output and result.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def page_client(url: str) -> Iterator[TestClient]:
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(storage=url, host="127.0.0.1", api_token=None, read_requires_token=False)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def test_study_page_has_the_effect_section(page_client: TestClient) -> None:
+    html = page_client.get("/studies/crn").text
+    section = html[html.index('id="section-effect"') : html.index('id="trials-panel"')]
+    assert 'data-kind="effect"' in section and 'id="effect-table"' in section
+    assert 'id="effect-notes"' in section
+    figure = page_client.get(f"{API}/crn/plots/effect").json()
+    means, *rates = figure["data"]
+    assert means["x"] == ["eta=0.0", "eta=0.1", "eta=1.0"]
+    assert means["y"] == pytest.approx([0.6, 0.4, 0.9])
+    half = T2_975 * 0.1 / math.sqrt(3)
+    assert means["error_y"]["array"][0] == pytest.approx(half)
+    assert means["error_y"]["array"][2] == 0  # one value: no interval, no bar
+    assert [r["name"] for r in rates] == ["< 0.5", "< 0.2"]
+    assert rates[0]["y"] == pytest.approx([0.0, 4 / 6, 0.0])
+    wilson = stats.binomtest(4, 6).proportion_ci(method="wilson")
+    assert rates[0]["error_y"]["arrayminus"][1] == pytest.approx(4 / 6 - wilson.low)
+
+
+def test_effect_plot_says_why_without_eta(tmp_path: Path) -> None:
+    from search_spaces.storage import open_storage
+    from service.plots import build_figure, study_snapshot
+
+    url = f"sqlite:///{tmp_path / 'gamma.db'}"
+    spec = {**SPEC, "name": "gamma-only", "search_space": {"gamma": SPEC["search_space"]["gamma"]}}
+    register_study(url, spec)
+    figure = json.loads(
+        build_figure(study_snapshot(open_storage(url), "gamma-only"), "effect").to_json()
+    )
+    assert figure["layout"]["annotations"][0]["text"] == "eta is not a parameter of this study"
+
+
+def test_report_has_the_effect_section(url: str) -> None:
+    html = render_report(url, "crn")
+    section = html[html.index('id="section-effect"') :]
+    section = section[: section.index("</section>")]
+    assert 'data-target="plot-effect"' in section
+    assert "loss (minimize) by eta: 11 runs" in section
+    assert "<td>eta=0.1</td>" in section and "4/6 67% [30%, 90%]" in section
+    assert "group eta=1.0 has 2 runs, 1 with a value of the metric: no interval" in section
