@@ -12,8 +12,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from scipy import stats
+from types import ModuleType
 
 __all__ = [
     "MeanSummary",
@@ -30,6 +29,14 @@ CONFIDENCE = 0.95
 # are the same difference. Treating that as spread would give a zero-width interval a
 # p-value of 1e-30.
 _ROUNDING = 16 * sys.float_info.epsilon
+
+
+def _stats() -> ModuleType:
+    # scipy.stats takes about a second to import: the server and the CLI pay it when they
+    # first compute a statistic, not at start-up.
+    from scipy import stats
+
+    return stats
 
 
 def _check_confidence(confidence: float) -> None:
@@ -50,7 +57,7 @@ def wilson_interval(
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return None
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = float(_stats().norm.ppf(0.5 + confidence / 2))
     p = successes / n
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
@@ -85,6 +92,7 @@ def _t_interval(
     mean = math.fsum(values) / n
     if _no_spread(values, scale):
         return mean, mean
+    stats = _stats()
     sem = float(stats.sem(values))
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return float(low), float(high)
@@ -114,7 +122,7 @@ def summarize_values(
         n=len(values),
         mean=math.fsum(values) / len(values),
         interval=mean_interval(values, confidence),
-        median=float(stats.scoreatpercentile(ordered, 50)) if len(ordered) > 1 else ordered[0],
+        median=float(_stats().scoreatpercentile(ordered, 50)) if len(ordered) > 1 else ordered[0],
         best=best,
         worst=worst,
     )
@@ -150,6 +158,6 @@ def paired_comparison(
     interval = _t_interval(diffs, confidence, scale)
     p_value: float | None = None
     if interval is not None and interval[0] != interval[1]:
-        result = stats.ttest_rel([group[s] for s in seeds], [baseline[s] for s in seeds])
+        result = _stats().ttest_rel([group[s] for s in seeds], [baseline[s] for s in seeds])
         p_value = float(result.pvalue)
     return PairedComparison(len(diffs), mean, interval, p_value)
