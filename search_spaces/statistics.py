@@ -17,6 +17,7 @@ from types import ModuleType
 __all__ = [
     "MeanSummary",
     "PairedComparison",
+    "mean",
     "mean_interval",
     "paired_comparison",
     "summarize_values",
@@ -68,6 +69,14 @@ def wilson_interval(
     return low, high
 
 
+def mean(values: Sequence[float]) -> float:
+    """The mean of finite values (at least one), exactly rounded, even near the float limit."""
+    try:
+        return math.fsum(values) / len(values)
+    except OverflowError:  # values near the largest float: their sum is not a float
+        return math.fsum(v / len(values) for v in values)
+
+
 def mean_interval(
     values: Sequence[float], confidence: float = CONFIDENCE
 ) -> tuple[float, float] | None:
@@ -89,13 +98,15 @@ def _t_interval(
     n = len(values)
     if n < 2:
         return None
-    mean = math.fsum(values) / n
+    centre = mean(values)
     if _no_spread(values, scale):
-        return mean, mean
+        return centre, centre
     stats = _stats()
     sem = float(stats.sem(values))
-    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
-    return float(low), float(high)
+    low, high = stats.t.interval(confidence, n - 1, loc=centre, scale=sem)
+    # Values near the float limit: their spread overflows, and no interval is better than
+    # (-inf, inf).
+    return (float(low), float(high)) if math.isfinite(low) and math.isfinite(high) else None
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,7 @@ def summarize_values(
     best, worst = (ordered[-1], ordered[0]) if higher_is_better else (ordered[0], ordered[-1])
     return MeanSummary(
         n=len(values),
-        mean=math.fsum(values) / len(values),
+        mean=mean(values),
         interval=mean_interval(values, confidence),
         median=float(_stats().scoreatpercentile(ordered, 50)) if len(ordered) > 1 else ordered[0],
         best=best,
@@ -150,9 +161,9 @@ def paired_comparison(
     _check_confidence(confidence)
     seeds = sorted(set(group) & set(baseline))
     diffs = [group[s] - baseline[s] for s in seeds]
-    if not diffs:
-        return PairedComparison(0, None, None, None)
-    mean = math.fsum(diffs) / len(diffs)
+    if not diffs or not all(math.isfinite(d) for d in diffs):  # none, or past the float limit
+        return PairedComparison(len(diffs), None, None, None)
+    centre = mean(diffs)
     # A difference carries the rounding of the values it was taken from.
     scale = max(abs(v) for s in seeds for v in (group[s], baseline[s]))
     interval = _t_interval(diffs, confidence, scale)
@@ -160,4 +171,4 @@ def paired_comparison(
     if interval is not None and interval[0] != interval[1]:
         result = _stats().ttest_rel([group[s] for s in seeds], [baseline[s] for s in seeds])
         p_value = float(result.pvalue)
-    return PairedComparison(len(diffs), mean, interval, p_value)
+    return PairedComparison(len(diffs), centre, interval, p_value)

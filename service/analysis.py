@@ -10,7 +10,6 @@ draws it, the CLI and the templates tabulate it. Free of FastAPI: bad queries ra
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from search_spaces import StudySpec, resolve_search_space
 from search_spaces.runs import Run, counted_runs
 from search_spaces.statistics import (
     CONFIDENCE,
+    mean,
     paired_comparison,
     summarize_values,
     wilson_interval,
@@ -139,7 +139,7 @@ class _Group:
         for r in self.runs:
             if not r.diverged and (v := r.value(metric)) is not None:
                 by_seed.setdefault(r.seed, []).append(v)
-        return {s: math.fsum(vs) / len(vs) for s, vs in by_seed.items()}
+        return {s: mean(vs) for s, vs in by_seed.items()}
 
 
 def _groups(snap: StudySnapshot, by: Sequence[str], runs: dict[int, list[Run]]) -> list[_Group]:

@@ -10,6 +10,8 @@ import pytest
 from scipy import stats
 
 from search_spaces.statistics import (
+    PairedComparison,
+    mean,
     mean_interval,
     paired_comparison,
     summarize_values,
@@ -147,3 +149,14 @@ def test_paired_comparison_edges() -> None:
     assert same.pairs == 3 and same.p_value is None
     assert same.interval is not None and same.interval[0] == same.interval[1]
     assert same.mean_difference == pytest.approx(0.1)
+
+
+def test_means_near_the_largest_float_do_not_overflow() -> None:
+    huge = [1.5e308, 1.7e308, 1.6e308]
+    assert mean(huge) == pytest.approx(1.6e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow in the spread
+        summary = summarize_values(huge)
+        opposite = paired_comparison({0: 1.7e308, 1: -1.7e308}, {0: -1.7e308, 1: 1.7e308})
+    assert summary.mean == pytest.approx(1.6e308) and summary.interval is None
+    assert opposite == PairedComparison(2, None, None, None)  # differences past the limit
