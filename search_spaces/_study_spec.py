@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -53,6 +53,7 @@ MAX_RETRIES = 10
 MAX_STORED_RETRIES = 100
 MAX_CONSECUTIVE_FAILURES = 1000
 MAX_TRIAL_TIMEOUT_S = 7 * 24 * 3600
+MAX_THRESHOLDS = 16
 # The validation context under which a spec read back from the database is checked: the
 # bounds set after it was stored do not apply to it (see `StudySpec.from_stored`).
 STORED = "stored"
@@ -98,6 +99,31 @@ class PrunerSpec(BaseModel):
         return validate_options("pruner", info.data["type"], options)
 
 
+class SuccessSpec(BaseModel):
+    """What counts as a successful run: its `metric` past each of `thresholds`.
+
+    The direction is the metric's own (the task's definition): a run of a "minimize" metric
+    succeeds below a threshold, one of a "maximize" metric at or above it. `metric` defaults
+    to the study's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str | None = None
+    thresholds: list[Annotated[float, Field(strict=True, allow_inf_nan=False)]] = Field(
+        min_length=1,
+        max_length=MAX_THRESHOLDS,
+        description=f"1 to {MAX_THRESHOLDS} distinct finite numbers",
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _distinct(cls, thresholds: list[float]) -> list[float]:
+        if len(set(thresholds)) < len(thresholds):
+            raise ValueError(f"must be distinct, got {thresholds}")
+        return thresholds
+
+
 class StudySpec(BaseModel):
     """A study submission. `metric` and `direction` default to the task's primary metric."""
 
@@ -141,6 +167,11 @@ class StudySpec(BaseModel):
         "none", description="what is kept of finished trials' checkpoints: none, or the best's"
     )
     priority: int = 0
+    success: SuccessSpec | None = Field(
+        None,
+        description="thresholds a run's metric must pass to count as a success; the analysis "
+        "gives each group's success rate at each",
+    )
 
     @classmethod
     def from_stored(cls, raw: dict[str, Any]) -> StudySpec:
@@ -187,6 +218,8 @@ class StudySpec(BaseModel):
             )
         if self.direction is None:
             object.__setattr__(self, "direction", definition.metrics[str(self.metric)])
+        if self.success is not None:
+            _check_success(self.success, self.metric, definition)
         space = resolve_search_space(self.search_space)
         _check_space_against_task(space, definition, self.task_config)
         if self.sampler.type == "grid":
@@ -205,6 +238,16 @@ class StudySpec(BaseModel):
     @property
     def space(self) -> SearchSpace:
         return resolve_search_space(self.search_space)
+
+
+def _check_success(success: SuccessSpec, metric: str | None, definition: TaskDefinition) -> None:
+    if success.metric is None:
+        object.__setattr__(success, "metric", metric)
+    if success.metric not in definition.metrics:
+        raise ValueError(
+            f"success.metric: {success.metric!r} is not reported by task {definition.name!r}; "
+            f"it reports {', '.join(definition.metrics)}"
+        )
 
 
 def _check_space_against_task(

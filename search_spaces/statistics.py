@@ -9,14 +9,15 @@ rather than a made-up width.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from scipy import stats
+from types import ModuleType
 
 __all__ = [
     "MeanSummary",
     "PairedComparison",
+    "mean",
     "mean_interval",
     "paired_comparison",
     "summarize_values",
@@ -24,6 +25,19 @@ __all__ = [
 ]
 
 CONFIDENCE = 0.95
+# Values that differ by less than this many units in the last place of their magnitude (or
+# of the numbers they were computed from) differ by rounding only: 0.3 - 0.2 and 0.4 - 0.3
+# are the same difference. Treating that as spread would give a zero-width interval a
+# p-value of 1e-30.
+_ROUNDING = 16 * sys.float_info.epsilon
+
+
+def _stats() -> ModuleType:
+    # scipy.stats takes about a second to import: the server and the CLI pay it when they
+    # first compute a statistic, not at start-up.
+    from scipy import stats
+
+    return stats
 
 
 def _check_confidence(confidence: float) -> None:
@@ -44,29 +58,55 @@ def wilson_interval(
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return None
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = float(_stats().norm.ppf(0.5 + confidence / 2))
     p = successes / n
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    # Clamp rounding only: the exact bounds lie in [0, 1].
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The exact bounds are 0 at 0 of n and 1 at n of n; elsewhere clamp rounding only.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean of finite values (at least one), exactly rounded, even near the float limit."""
+    try:
+        return math.fsum(values) / len(values)
+    except OverflowError:  # values near the largest float: their sum is not a float
+        return math.fsum(v / len(values) for v in values)
 
 
 def mean_interval(
     values: Sequence[float], confidence: float = CONFIDENCE
 ) -> tuple[float, float] | None:
-    """Student's t interval of the mean (None for fewer than two values)."""
+    """Student's t interval of the mean (None for fewer than two values).
+
+    Values equal but for rounding have no spread: their interval is the mean alone.
+    """
     _check_confidence(confidence)
+    return _t_interval(values, confidence, max((abs(v) for v in values), default=0.0))
+
+
+def _no_spread(values: Sequence[float], scale: float) -> bool:
+    return max(values) - min(values) <= _ROUNDING * scale
+
+
+def _t_interval(
+    values: Sequence[float], confidence: float, scale: float
+) -> tuple[float, float] | None:
     n = len(values)
     if n < 2:
         return None
-    mean = math.fsum(values) / n
+    centre = mean(values)
+    if _no_spread(values, scale):
+        return centre, centre
+    stats = _stats()
     sem = float(stats.sem(values))
-    if sem == 0.0:
-        return mean, mean
-    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
-    return float(low), float(high)
+    low, high = stats.t.interval(confidence, n - 1, loc=centre, scale=sem)
+    # Values near the float limit: their spread overflows, and no interval is better than
+    # (-inf, inf).
+    return (float(low), float(high)) if math.isfinite(low) and math.isfinite(high) else None
 
 
 @dataclass(frozen=True)
@@ -91,9 +131,9 @@ def summarize_values(
     best, worst = (ordered[-1], ordered[0]) if higher_is_better else (ordered[0], ordered[-1])
     return MeanSummary(
         n=len(values),
-        mean=math.fsum(values) / len(values),
+        mean=mean(values),
         interval=mean_interval(values, confidence),
-        median=float(stats.scoreatpercentile(ordered, 50)) if len(ordered) > 1 else ordered[0],
+        median=float(_stats().scoreatpercentile(ordered, 50)) if len(ordered) > 1 else ordered[0],
         best=best,
         worst=worst,
     )
@@ -121,12 +161,14 @@ def paired_comparison(
     _check_confidence(confidence)
     seeds = sorted(set(group) & set(baseline))
     diffs = [group[s] - baseline[s] for s in seeds]
-    if not diffs:
-        return PairedComparison(0, None, None, None)
-    mean = math.fsum(diffs) / len(diffs)
-    interval = mean_interval(diffs, confidence)
+    if not diffs or not all(math.isfinite(d) for d in diffs):  # none, or past the float limit
+        return PairedComparison(len(diffs), None, None, None)
+    centre = mean(diffs)
+    # A difference carries the rounding of the values it was taken from.
+    scale = max(abs(v) for s in seeds for v in (group[s], baseline[s]))
+    interval = _t_interval(diffs, confidence, scale)
     p_value: float | None = None
-    if len(diffs) >= 2 and interval is not None and interval[0] != interval[1]:
-        result = stats.ttest_rel([group[s] for s in seeds], [baseline[s] for s in seeds])
+    if interval is not None and interval[0] != interval[1]:
+        result = _stats().ttest_rel([group[s] for s in seeds], [baseline[s] for s in seeds])
         p_value = float(result.pvalue)
-    return PairedComparison(len(diffs), mean, interval, p_value)
+    return PairedComparison(len(diffs), centre, interval, p_value)

@@ -19,7 +19,14 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from search_spaces import PrunerSpec, SamplerSpec, SearchSpaceError, StudySpec, TaskConfigError
+from search_spaces import (
+    PrunerSpec,
+    SamplerSpec,
+    SearchSpaceError,
+    StudySpec,
+    SuccessSpec,
+    TaskConfigError,
+)
 from search_spaces.schema import SchemaOutOfDate
 from search_spaces.storage import open_storage
 from search_spaces.study_rows import StudyExists
@@ -43,6 +50,7 @@ _MODELS: dict[tuple[Any, ...], type[BaseModel]] = {
     (): StudySpec,
     ("sampler",): SamplerSpec,
     ("pruner",): PrunerSpec,
+    ("success",): SuccessSpec,
 }
 _SOURCES = ("body", "query", "path", "header")
 
@@ -62,7 +70,7 @@ def readable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
             cause = ctx.get("error")
             field = next((f for t, f in _FIELD_OF if isinstance(cause, t)), None)
             field = field or next(
-                (f for f in ("metric", "sampler", "pruner") if msg.startswith(f)), None
+                (f for f in ("metric", "sampler", "pruner", "success") if msg.startswith(f)), None
             )
             if field and loc[:1] == ["body"]:
                 where, loc = [field], [*loc, field]

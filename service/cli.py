@@ -1,4 +1,4 @@
-"""The ``noisetune`` command: serve, submit, status, token, demo, report, and plugged-in groups.
+"""The ``noisetune`` command: serve, submit, status, token, analyze, report, ..., and plugins.
 
 Command groups that live elsewhere (the worker's ``worker``, ``train``, ...) join through the
 ``noisetune.commands`` entry-point group, so this module never imports the worker.
@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from service.cli_analyze import analyze_command
 from service.cli_common import StorageOption, console, fail, open_or_fail, resolved, shown_url
 from service.cli_logs import logs_command
 from service.cli_tokens import token_app
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 app.add_typer(token_app, name="token")
 app.command("logs")(logs_command)
+app.command("analyze")(analyze_command)
 
 
 class AuthMode(enum.StrEnum):
@@ -325,7 +327,17 @@ def load_plugins(root: typer.Typer) -> None:
             )
 
 
-_OWN_COMMANDS = {"serve", "submit", "status", "token", "logs", "demo", "report", "migrate"}
+_OWN_COMMANDS = {
+    "serve",
+    "submit",
+    "status",
+    "token",
+    "logs",
+    "analyze",
+    "demo",
+    "report",
+    "migrate",
+}
 
 
 def main() -> None:

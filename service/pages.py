@@ -39,9 +39,10 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["num"] = lambda v: _num(v)
 router = APIRouter(include_in_schema=False)
 
-# The study page's plots, in PLOT_KINDS' order (importance first), two to a row except the
-# wide ones.
-PAGE_PLOTS = PLOT_KINDS
+# The study page's grid of plots, in PLOT_KINDS' order (importance first), two to a row
+# except the wide ones; the effect plot has a section of its own, with its table.
+EFFECT = "effect"
+PAGE_PLOTS = tuple(k for k in PLOT_KINDS if k != EFFECT)
 WIDE_PLOTS = frozenset({"parallel", "slice"})
 
 

@@ -19,9 +19,10 @@ from optuna.trial import FrozenTrial
 from search_spaces import trial_attrs
 from search_spaces.storage import open_storage, resolve_url
 from service import studies
-from service.pages import PAGE_PLOTS, PLOTLY_JS, STATIC, WIDE_PLOTS, templates
-from service.plots import build_figure, study_snapshot
-from service.plots._snapshot import StudySnapshot
+from service.analysis_table import effect_table
+from service.pages import EFFECT, PAGE_PLOTS, PLOTLY_JS, STATIC, WIDE_PLOTS, templates
+from service.plots import build_figure, compute_info, draw_figure, study_snapshot
+from service.plots._snapshot import StudySnapshot, TooFew
 
 
 def _json_in_script(text: str) -> str:
@@ -77,11 +78,17 @@ def render_report(storage_url: str, name: str) -> str:
         for kind in PAGE_PLOTS
     ]
     params = _params(snap)
+    info = compute_info(snap, EFFECT)
+    effect = {
+        "json": _json_in_script(draw_figure(EFFECT, info).to_json()),
+        "table": None if isinstance(info, TooFew) else effect_table(info),
+    }
     template = templates.get_template("report.html")
     return template.render(
         study=study,
         name=name,
         figures=figures,
+        effect=effect,
         params=params,
         trials=[_trial_row(t, params) for t in snap.trials],
         plotly_js=_js_in_script(PLOTLY_JS.read_text(encoding="utf-8")),

@@ -163,3 +163,58 @@ class SearchSpacesPublic(BaseModel):
 class HealthPublic(BaseModel):
     status: Literal["ok", "unavailable"]
     detail: str | None = None
+
+
+class SuccessRatePublic(BaseModel):
+    threshold: float
+    successes: int
+    runs: int = Field(description="every run of the group; diverged ones count as failures")
+    rate: float | None
+    interval: tuple[float, float] | None = Field(description="Wilson interval of the rate")
+
+
+class ComparisonPublic(BaseModel):
+    """A group against the baseline on the seeds both ran: ``group - baseline`` per seed."""
+
+    pairs: int = Field(description="seeds both groups have a value of (diverged runs aside)")
+    mean_difference: float | None
+    interval: tuple[float, float] | None = Field(description="t interval of the mean difference")
+    p_value: float | None = Field(description="two-sided paired t-test (scipy's ttest_rel)")
+
+
+class GroupEffectPublic(BaseModel):
+    label: str = Field(description="the group's values, e.g. `eta=0.01`")
+    params: dict[str, Any] = Field(description="the value of each `by` parameter")
+    trials: int
+    runs: int = Field(description="runs (one per seed a trial trained), diverged ones included")
+    seeds: int = Field(description="distinct seeds among the runs")
+    diverged: int
+    values: int = Field(description="runs with a finite value of the metric, not diverged")
+    mean: float | None
+    interval: tuple[float, float] | None = Field(description="t interval of the mean")
+    median: float | None
+    best: float | None
+    success: list[SuccessRatePublic] = Field(description="one per success threshold")
+    baseline: bool = Field(description="whether this is the group the others are compared with")
+    comparison: ComparisonPublic | None = Field(
+        description="against the baseline; null for the baseline itself or without one"
+    )
+
+
+class AnalysisPublic(BaseModel):
+    """A study's runs grouped by parameter values, each group's results with intervals."""
+
+    metric: str
+    direction: str
+    by: list[str]
+    confidence: float = Field(description="of every interval")
+    baseline: str | None = Field(description="the label of the baseline group, if any")
+    success_metric: str | None
+    success_direction: str | None = Field(
+        description="maximize: a run succeeds at or above a threshold; minimize: below it"
+    )
+    thresholds: list[float]
+    runs: int = Field(description="runs of the trials that count: complete or diverged")
+    groups: list[GroupEffectPublic]
+    left_out: dict[str, int] = Field(description="trials whose runs do not count, by state")
+    notes: list[str] = Field(description="what the answer rests on, e.g. groups with few runs")

@@ -52,7 +52,8 @@ def read_plot(
     ] = None,
 ) -> Response:
     """One plot of the study as a Plotly figure; kinds: importance, history, parallel,
-    contour, intermediate, noise_schedule, timeline, slice (service.plots.PLOT_KINDS)."""
+    contour, intermediate, noise_schedule, noise_ratio, timeline, slice, effect
+    (service.plots.PLOT_KINDS)."""
     if kind not in plots.PLOT_KINDS:
         raise HTTPException(
             404, f"unknown plot kind {kind!r}; kinds are {', '.join(plots.PLOT_KINDS)}"

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from service import importance, studies, trials
+from service import importance, plots, studies, trials
 from service.deps import ReadAccess, SettingsDep, StorageDep, WriteAccess
 from service.schemas import (
     TRIAL_STATES,
+    AnalysisPublic,
     Evaluator,
     ImportancePublic,
     StudiesPublic,
@@ -89,6 +90,39 @@ def read_importance(
 ) -> ImportancePublic:
     """Each sampled parameter's share of the study metric's variation (shares sum to 1)."""
     return importance.param_importance(storage, name, evaluator)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [p.strip() for p in text.split(",")]
+
+
+@router.get("/{name}/analysis")
+def read_analysis(
+    name: str,
+    storage: StorageDep,
+    by: Annotated[
+        str, Query(description="parameters to group runs by, comma-separated: `by=eta,gamma`")
+    ] = "eta",
+    baseline: Annotated[
+        str | None,
+        Query(
+            description="the group to compare with, its values in `by` order: `baseline=0,0.55` "
+            "(default: eta 0 when grouping by eta)"
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        Query(description="default: the spec's success metric, else the study's metric"),
+    ] = None,
+) -> AnalysisPublic:
+    """The study's runs (one per seed of each complete or diverged trial) grouped by `by`:
+    per group the metric's mean with a 95% t interval, median, best, each success
+    threshold's rate with a Wilson interval, and a paired comparison with the baseline on
+    shared seeds. `notes` says what the answer rests on."""
+    by_names = [n for n in _names(by) or [] if n]
+    return plots.study_analysis(
+        storage, name, by_names, baseline=_names(baseline), metric=metric or None
+    )
 
 
 @router.post("/{name}/stop", dependencies=[WriteAccess])

@@ -6,15 +6,17 @@ kind, options and the study's state, so a warm request costs a dictionary lookup
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
 import plotly.graph_objects as go
 
-from service.plots import _figures, _figures_runs
-from service.plots._cache import figures, importances, snapshots
+from service import analysis
+from service.plots import _effect, _figures, _figures_runs
+from service.plots._cache import analyses, figures, importances, snapshots
 from service.plots._data import (
     PlotQueryError,
     contour_info,
@@ -27,6 +29,7 @@ from service.plots._importance import EVALUATORS, ImportanceInfo, importance_inf
 from service.plots._ratios import noise_ratio_info
 from service.plots._snapshot import FINISHED, StudySnapshot, TooFew
 from service.plots._training import intermediate_info, noise_schedule_info
+from service.schemas import AnalysisPublic
 from service.studies import StudyNotFound
 
 __all__ = [
@@ -37,9 +40,12 @@ __all__ = [
     "StudySnapshot",
     "UnknownPlotKindError",
     "build_figure",
+    "cached_analysis",
     "cached_importance",
     "compute_info",
+    "draw_figure",
     "plot_json",
+    "study_analysis",
     "study_snapshot",
 ]
 
@@ -55,6 +61,7 @@ TITLES = {
     "noise_ratio": "Noise-to-gradient ratio",
     "timeline": "Timeline",
     "slice": "Slice",
+    "effect": "Effect of noise",
 }
 PLOT_KINDS: tuple[str, ...] = tuple(TITLES)
 RUN_KINDS = frozenset({"intermediate", "timeline", "noise_schedule", "noise_ratio"})
@@ -105,6 +112,9 @@ def compute_info(
         "timeline": lambda: timeline_info(snap),
         "noise_schedule": lambda: noise_schedule_info(snap),
         "noise_ratio": lambda: noise_ratio_info(snap),
+        "effect": lambda: _effect.effect_info(
+            snap, functools.partial(cached_analysis, storage_key=storage_key)
+        ),
     }
     if kind not in compute:
         raise UnknownPlotKindError(kind)
@@ -112,10 +122,14 @@ def compute_info(
 
 
 def build_figure(snap: StudySnapshot, kind: str, **options: Any) -> go.Figure:
-    info = compute_info(snap, kind, **options)
+    return draw_figure(kind, compute_info(snap, kind, **options))
+
+
+def draw_figure(kind: str, info: Any) -> go.Figure:
+    """The figure of one plot kind from its data (`compute_info`'s answer)."""
     if isinstance(info, TooFew):
         return _figures.too_few_figure(info, TITLES[kind])
-    module = _figures_runs if kind in RUN_KINDS else _figures
+    module = _effect if kind == "effect" else _figures_runs if kind in RUN_KINDS else _figures
     drawer: Callable[[Any], go.Figure] = getattr(module, f"{kind}_figure")
     return drawer(info)
 
@@ -145,3 +159,34 @@ def plot_json(
         return text, hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
     return figures.get_or_compute(key, render)  # type: ignore[no-any-return]
+
+
+def cached_analysis(
+    snap: StudySnapshot,
+    by: Sequence[str],
+    *,
+    baseline: Sequence[str] | None = None,
+    metric: str | None = None,
+    storage_key: str = "",
+) -> AnalysisPublic:
+    """`service.analysis.analyze`, computed once per query and set of finished trials (the
+    only trials whose runs count)."""
+    query = (tuple(by), tuple(baseline) if baseline is not None else None, metric)
+    key = (storage_key, snap.study_id, query, _finished_key(snap))
+    return analyses.get_or_compute(  # type: ignore[no-any-return]
+        key, lambda: analysis.analyze(snap, by, baseline=baseline, metric=metric)
+    )
+
+
+def study_analysis(
+    storage: optuna.storages.RDBStorage,
+    name: str,
+    by: Sequence[str],
+    *,
+    baseline: Sequence[str] | None = None,
+    metric: str | None = None,
+) -> AnalysisPublic:
+    """The analysis of the study's current snapshot (`cached_analysis`)."""
+    snap = snapshots.get(storage, name)
+    storage_key = str(storage.engine.url)
+    return cached_analysis(snap, by, baseline=baseline, metric=metric, storage_key=storage_key)

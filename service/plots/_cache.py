@@ -150,3 +150,4 @@ class ResultCache:
 snapshots = SnapshotCache()
 figures = ResultCache()
 importances = ResultCache(64)
+analyses = ResultCache(64)

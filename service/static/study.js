@@ -157,6 +157,62 @@
     refreshTable();
   };
 
+  // ---- effect of noise: the table beside the effect plot (service.analysis_table's layout) ----
+  const pct = (v) => `${Math.round(100 * v)}%`;
+  const span = (iv, f) => (iv ? `[${f(iv[0])}, ${f(iv[1])}]` : "—");
+  function effectColumns(info) {
+    const op = info.success_direction === "minimize" ? "<" : "≥";
+    const cols = [
+      ["group", (g) => g.label],
+      ["trials", (g) => g.trials],
+      ["runs", (g) => g.runs],
+      ["diverged", (g) => g.diverged],
+      [`mean ${info.metric}`, (g) => NT.fmt(g.mean)],
+      [`${pct(info.confidence)} interval`, (g) => span(g.interval, NT.fmt)],
+      ["median", (g) => NT.fmt(g.median)],
+      ["best", (g) => NT.fmt(g.best)],
+      ...info.thresholds.map((t, i) => [`${info.success_metric} ${op} ${t}`, (g) => {
+        const s = g.success[i];
+        return s.rate === null ? "—" : `${s.successes}/${s.runs} ${pct(s.rate)} ${span(s.interval, pct)}`;
+      }]),
+    ];
+    if (info.baseline !== null) {
+      cols.push([`vs ${info.baseline}`, (g) => {
+        const c = g.comparison;
+        if (g.baseline) return "baseline";
+        if (!c || c.mean_difference === null) return "—";
+        const sign = c.mean_difference > 0 ? "+" : "";
+        const p = c.p_value === null ? "" : ` p=${Number(c.p_value.toPrecision(2))}`;
+        return `${sign}${NT.fmt(c.mean_difference)} ${span(c.interval, NT.fmt)}${p} (${c.pairs} pair${c.pairs === 1 ? "" : "s"})`;
+      }]);
+    }
+    return cols;
+  }
+
+  async function refreshEffect() {
+    const table = document.getElementById("effect-table");
+    const notes = document.getElementById("effect-notes");
+    let info;
+    try {
+      info = await NT.api.get(`${base}/analysis?by=eta`);
+    } catch (err) {
+      // A 422: the plot says why (eta is not a parameter, or takes too many values).
+      const said = err instanceof NT.ApiError && err.status === 422;
+      table.hidden = true;
+      notes.replaceChildren(...(said ? [] : [NT.el("li", { text: `analysis: ${err.message}` })]));
+      return;
+    }
+    const cols = effectColumns(info);
+    table.hidden = info.groups.length === 0;
+    document.getElementById("effect-title").textContent =
+      `${info.metric} (${info.direction}) by ${info.by.join(", ")}: ${info.runs} runs`;
+    table.querySelector("thead tr").replaceChildren(
+      ...cols.map(([label], i) => NT.el("th", { className: i ? "num" : "", text: label })));
+    table.querySelector("tbody").replaceChildren(...info.groups.map((g) => NT.el("tr", {},
+      cols.map(([, get], i) => NT.el("td", { className: i ? "num" : "", text: String(get(g)) })))));
+    notes.replaceChildren(...info.notes.map((n) => NT.el("li", { text: n })));
+  }
+
   // ---- stop / resume ----
   async function setStatus(action) {
     try {
@@ -176,7 +232,7 @@
     showStudy(study);
     const finished = finishedOf(study);
     const tasks = [refreshTable()];
-    if (finished !== lastFinished) tasks.push(refreshPlots(allKinds()));
+    if (finished !== lastFinished) tasks.push(refreshPlots(allKinds()), refreshEffect());
     else if (study.progress.running > 0) tasks.push(refreshPlots(LIVE_PLOTS));
     lastFinished = finished;
     await Promise.all(tasks);

@@ -84,3 +84,44 @@ def test_vocabulary_never_imports_torch() -> None:
         "assert 'torch' not in sys.modules and 'worker' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_success_metric_defaults_to_the_study_metric_and_keeps_its_direction() -> None:
+    s = spec(success={"thresholds": [0.9, 0.95]})
+    assert s.success is not None
+    assert (s.success.metric, s.success.thresholds) == ("val_accuracy", [0.9, 0.95])
+    other = spec(metric="val_loss", success={"metric": "train_accuracy", "thresholds": [1]})
+    assert other.success is not None and other.success.metric == "train_accuracy"
+    by_loss = spec(metric="val_loss", success={"thresholds": [0.1]}).success
+    assert by_loss is not None and by_loss.metric == "val_loss"
+    assert spec().success is None
+
+
+@pytest.mark.parametrize(
+    ("success", "message"),
+    [
+        ({"metric": "accuracy", "thresholds": [0.9]}, "success.metric: 'accuracy' is not reported"),
+        ({"thresholds": []}, "at least 1 item"),
+        ({"thresholds": [i / 20 for i in range(17)]}, "at most 16 items"),
+        ({"thresholds": [0.9, 0.9]}, "must be distinct"),
+        ({"thresholds": [float("nan")]}, "finite number"),
+        ({"thresholds": [float("inf")]}, "finite number"),
+        ({"thresholds": ["0.9"]}, "valid number"),
+        ({"thresholds": [True]}, "valid number"),
+        ({"metric": "val_loss"}, "thresholds"),
+        ({"thresholds": [0.9], "direction": "maximize"}, "direction"),
+        ([0.9], "success"),
+    ],
+)
+def test_invalid_success_names_the_field(success: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        spec(success=success)
+
+
+def test_stored_specs_without_success_still_load() -> None:
+    stored = spec().model_dump(mode="json")
+    del stored["success"]  # written before the field existed
+    assert StudySpec.from_stored(stored).success is None
+    with_success = spec(success={"thresholds": [0.9]}).model_dump(mode="json")
+    assert with_success["success"] == {"metric": "val_accuracy", "thresholds": [0.9]}
+    assert StudySpec.from_stored(with_success) == spec(success={"thresholds": [0.9]})
