@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from search_spaces.storage import resolve_url
+from service.analysis_table import effect_table
+from service.schemas import AnalysisPublic
 
 console = Console(stderr=True)
 
@@ -105,25 +106,18 @@ def _show_results(client: httpx.Client, name: str) -> None:
     for param, share in sorted(imp.get("importances", {}).items(), key=lambda kv: -kv[1]):
         table.add_row(param, f"{share:.3f}")
     out.print(table)
-    trials = client.get(f"/api/v1/studies/{name}/trials", params={"limit": 1000}).json()["data"]
-    by_eta: dict[Any, list[float]] = {}
-    others: dict[Any, list[str]] = {}
-    for t in trials:
-        eta = t["params"].get("eta")
-        if t["state"] == "COMPLETE":
-            by_eta.setdefault(eta, []).append(t["value"])
-        else:
-            others.setdefault(eta, []).append(t["fail_reason"] or t["state"].lower())
-    per_eta = Table(title="Validation accuracy by eta (complete trials)")
-    for col in ("eta", "trials", "mean", "best", "not complete"):
-        per_eta.add_column(col, justify="right")
-    for eta in sorted(set(by_eta) | set(others), key=lambda e: (e is None, e)):
-        values = by_eta.get(eta, [])
-        mean = f"{sum(values) / len(values):.3f}" if values else "-"
-        best = f"{max(values):.3f}" if values else "-"
-        rest = ", ".join(f"{n} {r}" for r, n in Counter(others.get(eta, [])).items())
-        per_eta.add_row(str(eta), str(len(values)), mean, best, rest)
+    # The effect of noise with its uncertainty: what the study's page and report show too.
+    answer = client.get(f"/api/v1/studies/{name}/analysis", params={"by": "eta"})
+    if answer.status_code != 200:
+        out.print(f"no analysis: {answer.text}")
+        return
+    effect = effect_table(AnalysisPublic.model_validate(answer.json()))
+    per_eta = Table(*effect.headers, title=effect.title)
+    for row in effect.rows:
+        per_eta.add_row(*row)
     out.print(per_eta)
+    for note in effect.notes:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 def run_demo(

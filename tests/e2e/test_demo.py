@@ -25,6 +25,8 @@ def test_demo_runs_the_paper_study_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr + done.stdout
     assert "Dashboard: http://127.0.0.1:" in done.stderr
     assert "Best trial" in done.stdout and "Parameter importance" in done.stdout
-    assert "Validation accuracy by eta" in done.stdout
+    # The effect of noise, by eta, with intervals and a note on how few runs it rests on.
+    assert "val_accuracy (maximize) by eta: 3 runs" in done.stdout
+    assert "note:" in done.stdout
     # The embedded default: a SQLite file in the working directory.
     assert (tmp_path / "noisetune.db").is_file()
