@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
+import pandas  # noqa: F401 - see below
 import plotly.graph_objects as go
 
 from service import analysis
@@ -31,6 +32,10 @@ from service.plots._snapshot import FINISHED, StudySnapshot, TooFew
 from service.plots._training import intermediate_info, noise_schedule_info
 from service.schemas import AnalysisPublic
 from service.studies import StudyNotFound
+
+# pandas is imported above, once, at start-up: plotly imports it lazily while it builds a
+# figure, and two request threads doing that at once met a partially imported module (a
+# 500 on the study page's first load).
 
 __all__ = [
     "EVALUATORS",

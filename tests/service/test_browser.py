@@ -127,6 +127,12 @@ def test_study_page_renders_plots_and_trials(
     best = page.locator("#best .stat").inner_text()
     assert first in best
     page.wait_for_selector("#section-history .js-plotly-plot svg.main-svg", timeout=15000)
+    # The effect of noise: error bars per eta, and the table of groups beside them.
+    page.locator("#section-effect").scroll_into_view_if_needed()  # plots draw when seen
+    page.wait_for_selector("#section-effect .js-plotly-plot svg.main-svg", timeout=15000)
+    page.wait_for_selector("#effect-table tbody tr", timeout=15000)
+    assert page.locator("#effect-table tbody tr").count() >= 2
+    assert "by eta" in page.locator("#effect-title").inner_text()
     # Every figure draws under the page's Content-Security-Policy (scripts from the server
     # only, no eval): the parallel-coordinates plot is WebGL, drawn by regl.
     page.locator("#section-parallel").scroll_into_view_if_needed()
