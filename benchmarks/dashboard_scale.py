@@ -7,7 +7,7 @@ kind cold (first request after the trials were read) and warm, and importance co
 
     python benchmarks/dashboard_scale.py [--trials 10000] [--epochs 5] [--keep DIR]
 
-Targets: warm < 1 s per request; PED-ANOVA importance cold < 2 s.
+Targets: warm < 1 s per request; importance cold (default evaluator, with its intervals) < 2 s.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     importance_cold = next(c for label, c, _, _ in rows if label == "plot importance")
     print(
         f"\nworst warm: {worst:.3f} s (target < 1 s); "
-        f"PED-ANOVA importance cold: {importance_cold:.3f} s (target < 2 s)"
+        f"importance cold (default evaluator): {importance_cold:.3f} s (target < 2 s)"
     )
     client.close()
     if not args.keep:

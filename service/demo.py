@@ -100,12 +100,21 @@ def _show_results(client: httpx.Client, name: str) -> None:
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             out.print(f"  {key} = {shown}")
     imp = client.get(f"/api/v1/studies/{name}/importance").json()
-    table = Table(title=f"Parameter importance ({imp.get('evaluator')})")
+    table = Table(
+        title=f"Parameter importance ({imp.get('evaluator')}, {imp.get('n_trials')} trials)"
+    )
     table.add_column("parameter")
     table.add_column("share", justify="right")
+    level = f"{imp['confidence']:.0%} interval" if imp.get("confidence") else "interval"
+    table.add_column(f"{level} ({imp.get('bootstrap')} resamples)", justify="right")
+    intervals = imp.get("intervals", {})
     for param, share in sorted(imp.get("importances", {}).items(), key=lambda kv: -kv[1]):
-        table.add_row(param, f"{share:.3f}")
+        low, high = intervals.get(param, (None, None))
+        shown = "—" if low is None else f"{low:.2f} to {high:.2f}"
+        table.add_row(param, f"{share:.3f}", shown)
     out.print(table)
+    for note in imp.get("notes", []):
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
     # The effect of noise with its uncertainty: what the study's page and report show too.
     answer = client.get(f"/api/v1/studies/{name}/analysis", params={"by": "eta"})
     if answer.status_code != 200:

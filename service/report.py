@@ -22,6 +22,7 @@ from service import studies
 from service.analysis_table import effect_table
 from service.pages import EFFECT, PAGE_PLOTS, PLOTLY_JS, STATIC, WIDE_PLOTS, templates
 from service.plots import build_figure, compute_info, draw_figure, study_snapshot
+from service.plots._importance import ImportanceInfo
 from service.plots._snapshot import StudySnapshot, TooFew
 
 
@@ -64,6 +65,14 @@ def _params(snap: StudySnapshot) -> list[str]:
     return [p for p in snap.param_names if any(p in t.params for t in snap.trials)]
 
 
+def _notes(snap: StudySnapshot, kind: str) -> tuple[str, ...]:
+    """What the page shows beside a plot: the importance ranking's notes (cached)."""
+    if kind != "importance":
+        return ()
+    info = compute_info(snap, kind)
+    return info.notes if isinstance(info, ImportanceInfo) else ()
+
+
 def render_report(storage_url: str, name: str) -> str:
     """The report's HTML; raises `StudyNotFound` (a LookupError naming the study)."""
     storage = open_storage(storage_url)
@@ -74,6 +83,7 @@ def render_report(storage_url: str, name: str) -> str:
             "kind": kind,
             "wide": kind in WIDE_PLOTS,
             "json": _json_in_script(build_figure(snap, kind).to_json()),
+            "notes": _notes(snap, kind),
         }
         for kind in PAGE_PLOTS
     ]

@@ -19,7 +19,10 @@ StudyCreate = StudySpec
 
 TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 StudyStatus = Literal["running", "stopped", "completed", "failed"]
-Evaluator = Literal["ped_anova", "fanova"]
+# Importance evaluators; the default ranks a strong categorical (eta) where PED-ANOVA does
+# not: see service.plots._importance.
+Evaluator = Literal["anova", "ped_anova", "fanova"]
+DEFAULT_EVALUATOR: Evaluator = "anova"
 
 
 class ProgressPublic(BaseModel):
@@ -117,6 +120,20 @@ class ImportancePublic(BaseModel):
         default_factory=list,
         description="conditional parameters (a `when` in the space) that vary but are not "
         "ranked: importance is measured over parameters every complete trial has",
+    )
+    intervals: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="parameter -> [low, high]: the percentile interval of its share at "
+        "`confidence` over `bootstrap` resamples of the complete trials (with replacement, "
+        "a fixed seed), each ranked by the same evaluator",
+    )
+    confidence: float | None = Field(default=None, description="the intervals' level (0.95)")
+    bootstrap: int = Field(default=0, description="resamples the intervals rest on")
+    n_trials: int = Field(default=0, description="complete trials the shares rest on")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what the ranking cannot claim: too few trials to rank the parameters, "
+        "or top two whose intervals overlap",
     )
 
 

@@ -21,7 +21,7 @@ from service.deps import ReadAccess, StorageDep
 from service.plots._ratios import empty_ratio_series, ratio_series, trial_ratio_figure
 from service.plots._trial import load_trial, trial_curve_figure, trial_curve_info
 from service.responses import SafeJSONResponse
-from service.schemas import Evaluator
+from service.schemas import DEFAULT_EVALUATOR, Evaluator
 from service.spec_text import SpecTextError, load_yaml
 from service.studies import InvalidInput
 
@@ -46,7 +46,7 @@ def read_plot(
     kind: str,
     request: Request,
     storage: StorageDep,
-    evaluator: Evaluator = "ped_anova",
+    evaluator: Evaluator = DEFAULT_EVALUATOR,
     params: Annotated[
         str | None, Query(description="contour axes, two parameter names: `params=eta,gamma`")
     ] = None,

@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from service import importance, plots, studies, trials
 from service.deps import ReadAccess, SettingsDep, StorageDep, WriteAccess
 from service.schemas import (
+    DEFAULT_EVALUATOR,
     TRIAL_STATES,
     AnalysisPublic,
     Evaluator,
@@ -86,9 +87,12 @@ def read_trial_log(
 
 @router.get("/{name}/importance")
 def read_importance(
-    name: str, storage: StorageDep, evaluator: Evaluator = "ped_anova"
+    name: str, storage: StorageDep, evaluator: Evaluator = DEFAULT_EVALUATOR
 ) -> ImportancePublic:
-    """Each sampled parameter's share of the study metric's variation (shares sum to 1)."""
+    """Each sampled parameter's share of the study metric's variation (shares sum to 1),
+    with a bootstrap interval per share and notes when the ranking is not settled or rests
+    on too few trials. Evaluators: `anova` (one-way ANOVA effect sizes, the default),
+    `ped_anova`, `fanova` (Optuna's)."""
     return importance.param_importance(storage, name, evaluator)
 
 

@@ -30,7 +30,7 @@ from service.plots._importance import EVALUATORS, ImportanceInfo, importance_inf
 from service.plots._ratios import noise_ratio_info
 from service.plots._snapshot import FINISHED, StudySnapshot, TooFew
 from service.plots._training import intermediate_info, noise_schedule_info
-from service.schemas import AnalysisPublic
+from service.schemas import DEFAULT_EVALUATOR, AnalysisPublic
 from service.studies import StudyNotFound
 
 # pandas is imported above, once, at start-up: plotly imports it lazily while it builds a
@@ -50,6 +50,7 @@ __all__ = [
     "compute_info",
     "draw_figure",
     "plot_json",
+    "storage_key",
     "study_analysis",
     "study_snapshot",
 ]
@@ -85,15 +86,21 @@ def study_snapshot(storage: optuna.storages.RDBStorage, name: str) -> StudySnaps
     return snapshots.get(storage, name)
 
 
+def storage_key(storage: optuna.storages.RDBStorage) -> str:
+    """The cache key of a database: the plots and the importance API share cached results."""
+    return str(storage.engine.url)
+
+
 def _finished_key(snap: StudySnapshot) -> tuple[Any, ...]:
     states = snap.signature[1][0] if len(snap.signature) > 1 else ()
     return tuple(s for s in states if s[0] in {f.name for f in FINISHED})
 
 
 def cached_importance(
-    snap: StudySnapshot, evaluator: str = "ped_anova", storage_key: str = ""
+    snap: StudySnapshot, evaluator: str = DEFAULT_EVALUATOR, storage_key: str = ""
 ) -> ImportanceInfo | TooFew:
-    """Importance, computed once per study, evaluator and set of finished trials."""
+    """Importance with its intervals and notes, computed once per study, evaluator and set
+    of finished trials."""
     key = (storage_key, snap.study_id, evaluator, snap.n_finished, len(snap.complete))
     return importances.get_or_compute(key, lambda: importance_info(snap, evaluator))  # type: ignore[no-any-return]
 
@@ -102,7 +109,7 @@ def compute_info(
     snap: StudySnapshot,
     kind: str,
     *,
-    evaluator: str = "ped_anova",
+    evaluator: str = DEFAULT_EVALUATOR,
     params: list[str] | None = None,
     storage_key: str = "",
 ) -> Any:
@@ -144,7 +151,7 @@ def plot_json(
     name: str,
     kind: str,
     *,
-    evaluator: str = "ped_anova",
+    evaluator: str = DEFAULT_EVALUATOR,
     params: list[str] | None = None,
 ) -> tuple[str, str]:
     """(figure JSON, ETag) for one plot of a study; raises the errors in `__all__`."""
@@ -153,13 +160,15 @@ def plot_json(
     if evaluator not in EVALUATORS:
         raise PlotQueryError(f"unknown evaluator {evaluator!r}; allowed: {', '.join(EVALUATORS)}")
     snap = snapshots.get(storage, name)
-    storage_key = str(storage.engine.url)
+    key_of_storage = storage_key(storage)
     state = snap.signature if kind in LIVE_KINDS else _finished_key(snap)
     options = (evaluator if kind == "importance" else None, tuple(params or ()))
-    key = (storage_key, snap.study_id, kind, options, state)
+    key = (key_of_storage, snap.study_id, kind, options, state)
 
     def render() -> tuple[str, str]:
-        fig = build_figure(snap, kind, evaluator=evaluator, params=params, storage_key=storage_key)
+        fig = build_figure(
+            snap, kind, evaluator=evaluator, params=params, storage_key=key_of_storage
+        )
         text = fig.to_json()
         return text, hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
@@ -193,5 +202,5 @@ def study_analysis(
 ) -> AnalysisPublic:
     """The analysis of the study's current snapshot (`cached_analysis`)."""
     snap = snapshots.get(storage, name)
-    storage_key = str(storage.engine.url)
-    return cached_analysis(snap, by, baseline=baseline, metric=metric, storage_key=storage_key)
+    key = storage_key(storage)
+    return cached_analysis(snap, by, baseline=baseline, metric=metric, storage_key=key)

@@ -35,7 +35,7 @@ STATE_COLORS = {
 BEST_COLOR = "#dc2626"
 # Past this many points, scattergl (WebGL) keeps the browser responsive.
 GL_POINTS = 2000
-EVALUATOR_NAMES = {"ped_anova": "PED-ANOVA", "fanova": "fANOVA"}
+EVALUATOR_NAMES = {"anova": "ANOVA", "ped_anova": "PED-ANOVA", "fanova": "fANOVA"}
 
 
 def figure(title: str, height: int = 380, fig: go.Figure | None = None, **layout: Any) -> go.Figure:
@@ -80,24 +80,47 @@ def add_note(fig: go.Figure, text: str) -> go.Figure:
 
 def importance_figure(info: ImportanceInfo) -> go.Figure:
     name = EVALUATOR_NAMES.get(info.evaluator, info.evaluator)
-    fig = figure(
-        f"Hyperparameter importance ({name}, {info.n_trials} trials)",
-        height=max(380, 90 + 36 * len(info.params)),
-    )
+    title = f"Hyperparameter importance ({name}, {info.n_trials} trials)"
+    fig = figure(title, height=max(380, 90 + 36 * len(info.params)))
+    shares, params = info.importances[::-1], info.params[::-1]
+    bar: dict[str, Any] = {
+        "text": [f"{v:.0%}" for v in shares],
+        "textposition": "outside",
+        "hovertemplate": "%{y}: %{x:.3f}<extra></extra>",
+    }
+    if info.intervals:
+        # Asymmetric error bars: each share's bootstrap interval, which need not be centred.
+        # The shares move to the axis labels, where the bars' ends cannot cover them.
+        lows, highs = zip(*info.intervals[::-1], strict=True)
+        bar = {
+            "error_x": {
+                "type": "data",
+                "symmetric": False,
+                "array": [hi - v for v, hi in zip(shares, highs, strict=True)],
+                "arrayminus": [v - lo for v, lo in zip(shares, lows, strict=True)],
+                "color": "#1f2937",
+                "thickness": 1.5,
+                "width": 6,
+            },
+            "customdata": [[lo, hi] for lo, hi in zip(lows, highs, strict=True)],
+            "hovertemplate": f"%{{y}}: %{{x:.3f}}<br>{info.confidence:.0%} interval "
+            "%{customdata[0]:.3f} to %{customdata[1]:.3f}<extra></extra>",
+        }
+        fig.update_yaxes(
+            tickvals=params, ticktext=[f"{p} {v:.0%}" for p, v in zip(params, shares, strict=True)]
+        )
     fig.add_trace(
         go.Bar(
-            x=info.importances[::-1],
-            y=info.params[::-1],
+            x=shares,
+            y=params,
             orientation="h",
             width=0.6,
             marker_color="#2563eb",
-            text=[f"{v:.0%}" for v in info.importances[::-1]],
-            textposition="outside",
             cliponaxis=False,
-            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+            **bar,
         )
     )
-    fig.update_xaxes(title="share of importance", range=[0, 1.1], tickformat=".0%")
+    fig.update_xaxes(title=_importance_axis(info), range=[0, 1.1], tickformat=".0%")
     fig.update_yaxes(ticksuffix="  ")
     if info.not_ranked:
         fig.add_annotation(
@@ -111,6 +134,15 @@ def importance_figure(info: ImportanceInfo) -> go.Figure:
             font={"size": 12, "color": "#6b7280"},
         )
     return fig
+
+
+def _importance_axis(info: ImportanceInfo) -> str:
+    if not info.intervals:
+        return "share of importance"
+    return (
+        f"share of importance (bars: {info.confidence:.0%} intervals over "
+        f"{info.resamples} resamples of the trials)"
+    )
 
 
 def history_figure(info: HistoryInfo) -> go.Figure:

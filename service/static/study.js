@@ -61,6 +61,19 @@
       }
     }));
   }
+  // What the importance ranking cannot claim (too few trials, overlapping intervals), from
+  // the same cached computation as the plot.
+  async function refreshImportanceNotes() {
+    const list = document.getElementById("importance-notes");
+    if (!list) return;
+    try {
+      const answer = await NT.api.get(`${base}/importance`);
+      list.replaceChildren(...(answer.notes || []).map((note) => NT.el("li", { text: note })));
+      list.hidden = !(answer.notes || []).length;
+    } catch (err) {
+      list.hidden = true;
+    }
+  }
   const allKinds = () => [...document.querySelectorAll(".plot[data-kind]")].map((e) => e.dataset.kind);
 
   // ---- trials table ----
@@ -232,8 +245,9 @@
     showStudy(study);
     const finished = finishedOf(study);
     const tasks = [refreshTable()];
-    if (finished !== lastFinished) tasks.push(refreshPlots(allKinds()), refreshEffect());
-    else if (study.progress.running > 0) tasks.push(refreshPlots(LIVE_PLOTS));
+    if (finished !== lastFinished) {
+      tasks.push(refreshPlots(allKinds()), refreshEffect(), refreshImportanceNotes());
+    } else if (study.progress.running > 0) tasks.push(refreshPlots(LIVE_PLOTS));
     lastFinished = finished;
     await Promise.all(tasks);
   }

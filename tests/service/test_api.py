@@ -312,8 +312,9 @@ def test_importance_with_too_few_trials(make_client: Any, storage: Any) -> None:
     client = make_client()
     client.post(STUDIES, json=spec())
     answer = client.get(f"{STUDIES}/s1/importance").json()
-    assert answer["evaluator"] == "ped_anova" and answer["importances"] == {}
+    assert answer["evaluator"] == "anova" and answer["importances"] == {}
     assert "at least 4 complete trials" in answer["message"]
+    assert answer["intervals"] == {} and answer["notes"] == [] and answer["bootstrap"] == 0
     worker_trial(load(storage, "s1"), TrialState.COMPLETE, 0.5)
     assert client.get(f"{STUDIES}/s1/importance").json()["importances"] == {}
     # Every parameter fixed: nothing is sampled, so nothing can be important.
@@ -321,6 +322,12 @@ def test_importance_with_too_few_trials(make_client: Any, storage: Any) -> None:
     load(storage, "fixed").add_trials([create_trial(value=v) for v in (1.0, 2.0, 3.0, 4.0)])
     fixed = client.get(f"{STUDIES}/fixed/importance").json()
     assert fixed["importances"] == {} and "searched parameter that varies" in fixed["message"]
+    # Every value the same: no parameter explains any of it, whatever the evaluator.
+    client.post(STUDIES, json=spec("flat"))
+    complete_trials(load(storage, "flat"), 6, lambda eta, gamma: 1.0, attrs=False)
+    for evaluator in ("anova", "ped_anova", "fanova"):
+        flat = client.get(f"{STUDIES}/flat/importance?evaluator={evaluator}").json()
+        assert flat["importances"] == {} and "whose loss differs" in flat["message"], flat
 
 
 def test_importance_finds_the_parameter_that_matters(make_client: Any, storage: Any) -> None:
@@ -331,15 +338,26 @@ def test_importance_finds_the_parameter_that_matters(make_client: Any, storage: 
         return math.log(eta / 0.3) ** 2
 
     complete_trials(load(storage, "s1"), 30, loss, attrs=False)
-    for evaluator in ("ped_anova", "fanova"):
+    # fANOVA refits a forest per resample (seconds here): tests/service/test_importance.py.
+    resamples = {"anova": 200, "ped_anova": 100}
+    for evaluator in resamples:
         url = f"{STUDIES}/s1/importance?evaluator={evaluator}"
         answer = client.get(url).json()
         shares = answer["importances"]
         assert answer["evaluator"] == evaluator and set(shares) == {"eta", "gamma"}
         assert shares["eta"] > shares["gamma"], answer
         assert sum(shares.values()) == pytest.approx(1.0)
+        # Each share with its bootstrap interval, on the trials the shares rest on.
+        assert answer["n_trials"] == 30 and answer["confidence"] == 0.95
+        assert answer["bootstrap"] == resamples[evaluator]
+        assert set(answer["intervals"]) == set(shares)
+        for param, (low, high) in answer["intervals"].items():
+            assert 0.0 <= low <= shares[param] <= high <= 1.0, answer
+        assert isinstance(answer["notes"], list)
         assert client.get(url).json() == answer  # the cached answer is the same answer
-    assert client.get(f"{STUDIES}/s1/importance").json()["evaluator"] == "ped_anova"
+    default = client.get(f"{STUDIES}/s1/importance").json()
+    assert default["evaluator"] == "anova" and default["notes"] == [], default
+    assert default["intervals"]["eta"][0] > default["intervals"]["gamma"][1]
 
 
 def test_stop_resume_and_delete(make_client: Any, storage: Any) -> None:

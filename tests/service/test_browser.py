@@ -118,6 +118,13 @@ def test_study_page_renders_plots_and_trials(
     page.wait_for_selector("#trials-table tbody tr", timeout=15000)
     bars = page.locator("#section-importance .js-plotly-plot .barlayer .point")
     assert bars.count() == 3  # eta, gamma, lr
+    # Each share with its interval as an error bar, and the notes beside the plot: 12
+    # complete trials are too few to rank three parameters.
+    assert page.locator("#section-importance .errorbar path.xerror").count() == 3
+    notes = page.locator("#importance-notes li")
+    _wait_until(lambda: notes.count() > 0)
+    assert notes.first.inner_text().startswith("Too few trials to rank 3 parameters")
+    assert page.locator("#importance-notes").is_visible()
     assert page.locator("#trials-table tbody tr").count() == 15
     assert page.locator("#finished").inner_text() == "15"
     # Sorting by value (a click on the header) puts the best trial first: maximize.

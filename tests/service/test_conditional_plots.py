@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from search_spaces.storage import open_storage
-from service.plots import PLOT_KINDS, build_figure, compute_info, study_snapshot
+from service.plots import EVALUATORS, PLOT_KINDS, build_figure, compute_info, study_snapshot
 from service.plots._data import INACTIVE, ContourInfo, ParallelInfo, SliceInfo
 from service.plots._importance import ImportanceInfo
 from service.plots._snapshot import StudySnapshot, TooFew
@@ -92,7 +92,7 @@ def test_contour_of_a_conditional_parameter_uses_the_trials_that_have_both(
 def test_importance_ranks_the_shared_parameters_and_names_the_others(
     snap: StudySnapshot,
 ) -> None:
-    for evaluator in ("ped_anova", "fanova"):
+    for evaluator in EVALUATORS:
         info = compute_info(snap, "importance", evaluator=evaluator)
         assert isinstance(info, ImportanceInfo)
         assert set(info.params) == {"optimizer", "eta", "lr"}

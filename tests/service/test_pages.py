@@ -65,6 +65,9 @@ def test_study_page_shows_importance_first(client: TestClient) -> None:
         "/static/study.js",
     ):
         assert element in html
+    # The importance ranking's notes go under its plot (study.js fills them from the API).
+    importance = html[html.index('id="section-importance"') : html.index('id="section-history"')]
+    assert '<ul class="notes" id="importance-notes" role="note" hidden></ul>' in importance
 
 
 def test_trial_page_shows_what_the_worker_recorded(client: TestClient) -> None:

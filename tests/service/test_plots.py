@@ -155,7 +155,7 @@ def test_timeline_has_a_bar_per_started_trial(paper: str) -> None:
     assert [b.state for b in info.bars].count("RUNNING") == 1
 
 
-@pytest.mark.parametrize("evaluator", ["ped_anova", "fanova"])
+@pytest.mark.parametrize("evaluator", ["anova", "ped_anova", "fanova"])
 def test_importance_shares_and_cache(paper: str, evaluator: str) -> None:
     snap = study_snapshot(open_storage(paper), "paper")
     info = compute_info(snap, "importance", evaluator=evaluator)
@@ -163,6 +163,11 @@ def test_importance_shares_and_cache(paper: str, evaluator: str) -> None:
     assert set(info.params) == {"eta", "gamma", "lr"}
     assert sum(info.importances) == pytest.approx(1.0)
     assert info.importances == sorted(info.importances, reverse=True)
+    # Every share within its bootstrap interval; 12 trials are too few to rank 3 parameters.
+    assert len(info.intervals) == 3 and info.resamples > 0
+    for share, (low, high) in zip(info.importances, info.intervals, strict=True):
+        assert 0.0 <= low <= share <= high <= 1.0
+    assert info.notes[0].startswith("Too few trials to rank 3 parameters: 12 complete")
     # Computed once per study, evaluator and finished trials: the same object comes back.
     assert compute_info(snap, "importance", evaluator=evaluator) is info
 

@@ -45,6 +45,9 @@ def test_report_is_self_contained(url: str, tmp_path: Path) -> None:
     body = rest[rest.index('<table id="trials-table">') :]
     assert body.count('<span class="badge ') == 16
     assert "diverged" in body and "host-a:10" in body
+    # The importance ranking's notes sit under its plot, as on the study page.
+    notes = rest[rest.index('id="section-importance"') : rest.index('id="section-history"')]
+    assert '<ul class="notes" role="note"><li>Too few trials to rank 3 parameters:' in notes
 
 
 def test_report_of_an_unknown_study_names_it(url: str, tmp_path: Path) -> None:
