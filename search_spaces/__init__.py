@@ -23,6 +23,7 @@ from search_spaces._study_spec import (
     SamplerSpec,
     StudySpec,
     TrialSetup,
+    WarmStartSpec,
     layered,
     resolve_trial,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "TaskConfigError",
     "TaskDefinition",
     "TrialSetup",
+    "WarmStartSpec",
     "allowed_options",
     "build_pruner",
     "build_sampler",

@@ -98,6 +98,24 @@ class PrunerSpec(BaseModel):
         return validate_options("pruner", info.data["type"], options)
 
 
+class WarmStartSpec(BaseModel):
+    """Where a study's first trials come from: another study's finished trials that lie in
+    this study's space, copied in before sampling begins (see service.warm_start)."""
+
+    # `from` is a Python keyword: the field is `from_`, read and written as "from".
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_by_alias=True,
+        validate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+    from_: str = Field(
+        alias="from", pattern=NAME_PATTERN, description="the study whose trials are copied in"
+    )
+
+
 class StudySpec(BaseModel):
     """A study submission. `metric` and `direction` default to the task's primary metric."""
 
@@ -141,6 +159,12 @@ class StudySpec(BaseModel):
         "none", description="what is kept of finished trials' checkpoints: none, or the best's"
     )
     priority: int = 0
+    warm_start: WarmStartSpec | None = Field(
+        None,
+        description="copy another study's finished trials that lie in this space in before "
+        "sampling (marked warm_start, not counted in n_trials); its task, metric and "
+        "direction must be this study's",
+    )
 
     @classmethod
     def from_stored(cls, raw: dict[str, Any]) -> StudySpec:
