@@ -74,9 +74,17 @@ class StudyUpdate(BaseModel):
 
     @field_validator("notes")
     @classmethod
-    def _short_notes(cls, notes: str | None) -> str | None:
-        if notes is not None and len(notes.encode("utf-8", "surrogatepass")) > MAX_NOTES_BYTES:
-            raise ValueError(f"at most {MAX_NOTES_BYTES} bytes (64 KiB) of UTF-8")
+    def _storable_notes(cls, notes: str | None) -> str | None:
+        if notes is None:
+            return None
+        try:
+            size = len(notes.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("must be text UTF-8 can encode (no lone surrogates)") from None
+        if size > MAX_NOTES_BYTES:
+            raise ValueError(f"at most {MAX_NOTES_BYTES} bytes (64 KiB) of UTF-8, got {size}")
+        if "\x00" in notes:
+            raise ValueError("must not contain NUL characters")
         return notes
 
 
