@@ -24,6 +24,7 @@ from search_spaces._study_spec import (
     StudySpec,
     SuccessSpec,
     TrialSetup,
+    WarmStartSpec,
     layered,
     resolve_trial,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "TaskConfigError",
     "TaskDefinition",
     "TrialSetup",
+    "WarmStartSpec",
     "allowed_options",
     "build_pruner",
     "build_sampler",

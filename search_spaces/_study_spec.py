@@ -124,6 +124,24 @@ class SuccessSpec(BaseModel):
         return thresholds
 
 
+class WarmStartSpec(BaseModel):
+    """Where a study's first trials come from: another study's finished trials that lie in
+    this study's space, copied in before sampling begins (see service.warm_start)."""
+
+    # `from` is a Python keyword: the field is `from_`, read and written as "from".
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_by_alias=True,
+        validate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+    from_: str = Field(
+        alias="from", pattern=NAME_PATTERN, description="the study whose trials are copied in"
+    )
+
+
 class StudySpec(BaseModel):
     """A study submission. `metric` and `direction` default to the task's primary metric."""
 
@@ -171,6 +189,12 @@ class StudySpec(BaseModel):
         None,
         description="thresholds a run's metric must pass to count as a success; the analysis "
         "gives each group's success rate at each",
+    )
+    warm_start: WarmStartSpec | None = Field(
+        None,
+        description="copy another study's finished trials that lie in this space in before "
+        "sampling (marked warm_start, not counted in n_trials); its task, metric and "
+        "direction must be this study's",
     )
 
     @classmethod

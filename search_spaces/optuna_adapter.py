@@ -8,7 +8,8 @@ tests/search_spaces/test_optuna_adapter.py against the installed Optuna: an upgr
 changes any of it breaks this module and its tests, loudly, and nothing else.
 
 - Tables: Optuna's RDB layout (schema v3 and later), as SQLAlchemy table clauses.
-- Writes: user attributes and intermediate values as Optuna stores them, many at once.
+- Writes: user attributes, intermediate values and complete trials as Optuna stores them,
+  many at once; a queued trial as ``Study.enqueue_trial`` makes it, with its number.
 - Private attributes: a trial's id and its cached FrozenTrial, a study's storage, Optuna's
   trial cache (``_CachedStorage``), and the helpers ``Study.tell`` and ``Trial.should_prune``
   use internally.
@@ -20,13 +21,14 @@ import copy
 import json
 import logging
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
-from optuna.distributions import BaseDistribution, json_to_distribution
+from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 from optuna.storages._rdb import models as _models
 from optuna.trial import FrozenTrial, TrialState
 
@@ -167,6 +169,83 @@ def write_intermediate_values(
     if rows:
         upsert(conn, _intermediate_values_model, ["trial_id", "step"], rows)
     return running
+
+
+_trial_model = _models.TrialModel.__table__
+_param_model = _models.TrialParamModel.__table__
+_value_model = _models.TrialValueModel.__table__
+_user_attr_model = _models.TrialUserAttributeModel.__table__
+
+
+def insert_complete_trials(
+    conn: sa.Connection, study_id: int, trials: Sequence[FrozenTrial]
+) -> None:
+    """Add COMPLETE single-objective `trials` (params, distributions, value, user attrs) to
+    a study no one else is adding to yet, in the caller's transaction, as
+    ``Study.add_trials`` would store them, numbered after the study's trials.
+
+    ``add_trials`` costs a locked transaction of a dozen statements per trial (about 0.1 s
+    each on PostgreSQL); a warm start copies hundreds at once with five statements in all.
+    """
+    if not trials:
+        return
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE or trial.value is None:
+            raise ValueError(f"only complete single-objective trials are inserted, got {trial}")
+    t = trials_table.c
+    first = conn.execute(sa.select(sa.func.count()).where(t.study_id == study_id)).scalar_one()
+    now = datetime.now()  # naive, as Optuna stores its times
+    rows = [
+        {
+            "number": int(first) + i,
+            "study_id": study_id,
+            "state": TrialState.COMPLETE,
+            "datetime_start": trial.datetime_start or now,
+            "datetime_complete": trial.datetime_complete or now,
+        }
+        for i, trial in enumerate(trials)
+    ]
+    returned = conn.execute(
+        sa.insert(_trial_model).returning(_trial_model.c.trial_id, sort_by_parameter_order=True),
+        rows,
+    )
+    ids = [r.trial_id for r in returned]
+    params, values, attrs = [], [], []
+    for trial_id, trial in zip(ids, trials, strict=True):
+        for name, value in trial.params.items():
+            dist = trial.distributions[name]
+            params.append(
+                {
+                    "trial_id": trial_id,
+                    "param_name": name,
+                    "param_value": dist.to_internal_repr(value),
+                    "distribution_json": distribution_to_json(dist),
+                }
+            )
+        assert trial.value is not None  # checked above
+        stored, kind = _models.TrialValueModel.value_to_stored_repr(float(trial.value))
+        values.append({"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind})
+        for key, attr in trial.user_attrs.items():
+            attrs.append({"trial_id": trial_id, "key": key, "value_json": json.dumps(attr)})
+    for table, batch in ((_param_model, params), (_value_model, values), (_user_attr_model, attrs)):
+        if batch:
+            conn.execute(sa.insert(table), batch)
+
+
+def enqueue_params(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    params: dict[str, Any],
+    user_attrs: dict[str, Any],
+) -> int:
+    """Queue `params` as ``Study.enqueue_trial`` does (a WAITING trial whose parameters are
+    fixed, Optuna's ``fixed_params``), and return the queued trial's number, which
+    ``enqueue_trial`` does not."""
+    template = optuna.trial.create_trial(
+        state=TrialState.WAITING, system_attrs={"fixed_params": params}, user_attrs=user_attrs
+    )
+    trial_id = storage.create_new_trial(study_id, template_trial=template)
+    return storage.get_trial_number_from_id(trial_id)
 
 
 # -- private attributes ----------------------------------------------------------------------

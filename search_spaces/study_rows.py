@@ -1,22 +1,30 @@
 """A study's row in noisetune's table: registering a study, reading it back, and where it
-stands against its budget."""
+stands against its budget (the one home of the budget rule: `Progress.of`, `slots_used`)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
 from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import Engine
 
+from search_spaces import trial_attrs
 from search_spaces._study_spec import StudySpec
 from search_spaces.locks import advisory_lock
-from search_spaces.optuna_adapter import state_is, trials_table
-from search_spaces.tables import studies_table, trial_runs_table
+from search_spaces.optuna_adapter import (
+    insert_complete_trials,
+    state_is,
+    trials_table,
+    user_attrs_table,
+)
+from search_spaces.tables import HOLDS_SLOT, reservations_table, studies_table, trial_runs_table
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class StudyRow:
     n_trials: int
     created_at: float
     fail_reason: str | None = None
+    notes: str | None = None  # Markdown, as its owner wrote it
 
 
 def to_study_row(r: Any) -> StudyRow:
@@ -41,6 +50,7 @@ def to_study_row(r: Any) -> StudyRow:
         n_trials=r.n_trials,
         created_at=r.created_at,
         fail_reason=r.fail_reason,
+        notes=r.notes,
     )
 
 
@@ -70,18 +80,27 @@ class Progress:
     counted: int  # trials with a result of their own: complete, pruned, diverged
     running: int
     waiting: int
-    by_state: dict[str, int]
+    by_state: dict[str, int]  # every trial by Optuna state, warm-started ones included
+    warm_start: int = 0  # trials copied in from another study (COMPLETE, never counted)
 
     def budget_left(self, n_trials: int) -> int:
         return n_trials - self.counted - self.running
 
     @classmethod
-    def of(cls, by_state: dict[str, int], counted_fails: int) -> Progress:
+    def of(cls, by_state: dict[str, int], counted_fails: int, warm_start: int = 0) -> Progress:
         """The budget rule: complete and pruned trials count, and failed ones that were
-        marked counted (diverged, or out of retries)."""
-        counted = by_state.get("COMPLETE", 0) + by_state.get("PRUNED", 0) + counted_fails
+        marked counted (diverged, or out of retries); trials queued by hand count like any
+        other. Trials copied in by a warm start (all COMPLETE) do not count."""
+        complete = by_state.get("COMPLETE", 0) - warm_start
+        counted = complete + by_state.get("PRUNED", 0) + counted_fails
         running, waiting = by_state.get("RUNNING", 0), by_state.get("WAITING", 0)
-        return cls(counted=counted, running=running, waiting=waiting, by_state=by_state)
+        return cls(
+            counted=counted,
+            running=running,
+            waiting=waiting,
+            by_state=by_state,
+            warm_start=warm_start,
+        )
 
 
 def counted_fails() -> sa.Select[Any]:
@@ -95,16 +114,70 @@ def counted_fails() -> sa.Select[Any]:
     )
 
 
+def warm_started() -> sa.Select[Any]:
+    """Trials copied in by a warm start, by study id (a query)."""
+    t, a = trials_table.c, user_attrs_table.c
+    return (
+        sa.select(t.study_id, sa.func.count())
+        .select_from(user_attrs_table.join(trials_table, t.trial_id == a.trial_id))
+        .where(a.key == trial_attrs.WARM_START)
+        .group_by(t.study_id)
+    )
+
+
 def study_progress(engine: Engine, name: str, study_id: int) -> Progress:
-    """Counts by Optuna state, and the budget count, in two small queries."""
+    """Counts by Optuna state, and the budget count, in three small queries."""
     t = trials_table.c
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(t.state, sa.func.count()).where(t.study_id == study_id).group_by(t.state)
         ).all()
         fails = conn.execute(counted_fails().where(trial_runs_table.c.study_name == name)).all()
+        warm = conn.execute(warm_started().where(t.study_id == study_id)).all()
     by_state = {str(state): int(n) for state, n in rows}
-    return Progress.of(by_state, sum(int(n) for _, n in fails))
+    return Progress.of(by_state, sum(int(n) for _, n in fails), sum(int(n) for _, n in warm))
+
+
+def claim_lock_key(study_name: str) -> str:
+    """The lock that guards a study's budget: claims reserve slots under it, and changes to
+    n_trials and parameters queued by hand are made under it."""
+    return f"noisetune-claim:{study_name}"
+
+
+def slots_used(study_name: Any) -> Any:
+    """Slots of a study's budget in use: claimed trials that hold one, and reservations
+    (a scalar expression; `study_name` a value or a column)."""
+    r, p = trial_runs_table.c, reservations_table.c
+    held = sa.select(sa.func.count()).where(r.study_name == study_name, HOLDS_SLOT)
+    reserved = sa.select(sa.func.count()).where(p.study_name == study_name)
+    return held.scalar_subquery() + reserved.scalar_subquery()
+
+
+@dataclass(frozen=True)
+class QueueRoom:
+    """Room in a study's budget for trials queued by hand: n_trials less the slots in use
+    and the trials already waiting (queued by hand or retries), each of which will take a
+    slot when a worker claims it."""
+
+    n_trials: int
+    used: int
+    waiting: int
+
+    @property
+    def left(self) -> int:
+        return max(0, self.n_trials - self.used - self.waiting)
+
+
+def queue_room(conn: sa.Connection, row: StudyRow) -> QueueRoom:
+    """The study's room to queue, read in the caller's transaction (which holds the study's
+    `claim_lock_key`, so that no claim or other queuing changes it meanwhile)."""
+    t, s = trials_table.c, studies_table.c
+    waiting = sa.select(sa.func.count()).where(t.study_id == row.study_id, state_is("WAITING"))
+    query = sa.select(
+        s.n_trials, slots_used(s.name).label("used"), waiting.scalar_subquery().label("waiting")
+    ).where(s.name == row.name)
+    found = conn.execute(query).one()
+    return QueueRoom(int(found.n_trials), int(found.used), int(found.waiting))
 
 
 def study_status(row: StudyRow, progress: Progress) -> str:
@@ -126,11 +199,15 @@ class StudyExists(Exception):
         super().__init__(f"a study named {name!r} already exists")
 
 
-def register_study(storage: RDBStorage, spec: StudySpec) -> None:
+def register_study(
+    storage: RDBStorage, spec: StudySpec, warm_trials: Sequence[FrozenTrial] = ()
+) -> None:
     """Create the Optuna study and its noisetune row, under a lock so names stay unique.
 
     The spec is stored whole with the study, so that any worker can rebuild its sampler
-    and pruner (Optuna persists neither). Validating what users send is the caller's.
+    and pruner (Optuna persists neither). `warm_trials` (a warm start's copies, complete)
+    are added in the transaction that adds the row, so no worker samples before they are
+    in. Validating what users send is the caller's.
     """
     payload = spec.model_dump(mode="json")
     engine = storage.engine
@@ -148,6 +225,7 @@ def register_study(storage: RDBStorage, spec: StudySpec) -> None:
         try:
             study.set_user_attr("noisetune_spec", payload)
             with engine.begin() as conn:
+                insert_complete_trials(conn, study_id, warm_trials)
                 conn.execute(
                     sa.insert(studies_table).values(
                         name=spec.name,

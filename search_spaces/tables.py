@@ -27,7 +27,11 @@ studies_table = sa.Table(
     sa.Column("fail_reason", sa.Text),
     # Trials that failed with an exception since the last one that did not (NULL: none).
     sa.Column("failure_streak", sa.Integer),
+    # Its owner's notes, Markdown (at most MAX_NOTES_BYTES of UTF-8; NULL: none).
+    sa.Column("notes", sa.Text),
 )
+
+MAX_NOTES_BYTES = 64 * 1024
 
 workers_table = sa.Table(
     "noisetune_workers",

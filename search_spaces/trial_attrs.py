@@ -24,6 +24,11 @@ RUNS = "runs"
 # The curve of each of those runs, in the same order (kept apart so that lists of trials
 # read the runs without their curves; absent for one run, whose curve is CURVE).
 RUN_CURVES = "run_curves"
+# Where a trial came from, when not from the study's sampler: parameters queued by hand
+# (``POST .../trials``, ``noisetune enqueue``; True), or a finished trial of another study
+# copied in before sampling began ({"study": name, "number": its number there}).
+QUEUED = "queued"
+WARM_START = "warm_start"
 
 # Keys of a curve point besides the epoch's metrics: the epoch, the optimizer steps reached,
 # and the epoch's wall time in seconds.
@@ -46,4 +51,6 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     RESUMED_FROM_EPOCH: int,
     RUNS: list,
     RUN_CURVES: list,
+    QUEUED: bool,
+    WARM_START: dict,
 }

@@ -42,6 +42,7 @@ from service.security import BrowserGuard, SecurityHeaders
 from service.settings import Settings
 from service.spec_text import JsonDepthLimit
 from service.studies import InvalidInput, StudyNotFound
+from service.study_changes import BudgetConflict
 from service.trials import TrialNotFound
 
 # Where a validation error without a field of its own comes from, by exception type.
@@ -162,6 +163,7 @@ def _add_exception_handlers(app: FastAPI) -> None:
     handle(StudyNotFound, 404)
     handle(TrialNotFound, 404)
     handle(StudyExists, 409)
+    handle(BudgetConflict, 409)
     handle(SearchSpaceError, 422)
     handle(TaskConfigError, 422)
     handle(MissingToken, 401, headers={"WWW-Authenticate": "Bearer"})

@@ -19,6 +19,7 @@ import typer
 from service.cli_analyze import analyze_command
 from service.cli_common import StorageOption, console, fail, open_or_fail, resolved, shown_url
 from service.cli_logs import logs_command
+from service.cli_studies import enqueue_command, export_command, study_app
 from service.cli_tokens import token_app
 
 PLUGIN_GROUP = "noisetune.commands"
@@ -33,6 +34,9 @@ app = typer.Typer(
 app.add_typer(token_app, name="token")
 app.command("logs")(logs_command)
 app.command("analyze")(analyze_command)
+app.add_typer(study_app, name="study")
+app.command("enqueue")(enqueue_command)
+app.command("export")(export_command)
 
 
 class AuthMode(enum.StrEnum):
@@ -337,6 +341,9 @@ _OWN_COMMANDS = {
     "demo",
     "report",
     "migrate",
+    "study",
+    "enqueue",
+    "export",
 }
 
 

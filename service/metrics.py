@@ -24,7 +24,13 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy.engine import Engine
 
 from search_spaces.optuna_adapter import trials_table
-from search_spaces.study_rows import Progress, counted_fails, list_study_rows, study_status
+from search_spaces.study_rows import (
+    Progress,
+    counted_fails,
+    list_study_rows,
+    study_status,
+    warm_started,
+)
 from search_spaces.tables import trial_runs_table, worker_lost, workers_table
 from service.deps import EngineDep, ReadAccess
 from service.schemas import TRIAL_STATES, StudyStatus
@@ -45,6 +51,7 @@ def _trial_families(engine: Engine) -> list[Metric]:
     with engine.connect() as conn:
         counts = conn.execute(_TRIALS_BY_STATE).all()
         fails = {str(name): int(n) for name, n in conn.execute(counted_fails())}
+        warm = {int(study_id): int(n) for study_id, n in conn.execute(warm_started())}
     by_study: dict[int, dict[str, int]] = {}
     for study_id, state, n in counts:
         by_study.setdefault(int(study_id), {})[str(state)] = int(n)
@@ -69,7 +76,7 @@ def _trial_families(engine: Engine) -> list[Metric]:
         by_state = by_study.get(row.study_id, {})
         for state in TRIAL_STATES:
             trials.add_metric([row.name, state], by_state.get(state, 0))
-        progress = Progress.of(by_state, fails.get(row.name, 0))
+        progress = Progress.of(by_state, fails.get(row.name, 0), warm.get(row.study_id, 0))
         current = study_status(row, progress)
         for name in STUDY_STATUSES:
             status.add_metric([row.name, name], 1.0 if name == current else 0.0)

@@ -24,6 +24,7 @@ from search_spaces import BUILTIN_SPACES, task_definitions
 from service import auth, studies, trials
 from service.api.workers import live_workers
 from service.deps import EngineDep, SettingsDep, StorageDep, authorize_request
+from service.notes import render_notes
 from service.plots import PLOT_KINDS, TITLES
 from service.plots._trial import trial_detail
 from service.settings import Settings
@@ -101,6 +102,7 @@ def study_page(
         study=study,
         plots=plots,
         states=studies.TRIAL_STATES,
+        notes=render_notes(study["notes"] if study else None),
     )
 
 

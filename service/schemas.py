@@ -9,9 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from search_spaces import StudySpec
+from search_spaces._study_spec import MAX_RETRIES, MAX_TRIALS
+from search_spaces.tables import MAX_NOTES_BYTES
 
 # The body of ``POST /studies`` is the study spec itself; its validators check the task,
 # the task config, the search space and the sampler/pruner options.
@@ -29,6 +31,9 @@ class ProgressPublic(BaseModel):
     finished: int = Field(description="trials with a result of their own (counts in n_trials)")
     running: int
     waiting: int
+    warm_start: int = Field(
+        0, description="trials copied in from another study by a warm start (not counted)"
+    )
 
 
 class BestTrialPublic(BaseModel):
@@ -50,6 +55,59 @@ class StudyPublic(BaseModel):
     fail_reason: str | None = Field(
         None, description="why the workers stopped the study (status failed); resume clears it"
     )
+    notes: str | None = Field(None, description="its owner's notes, Markdown")
+
+
+class StudyUpdate(BaseModel):
+    """The body of ``PATCH /studies/NAME``: the fields to change, the others left as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_trials: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TRIALS,
+        description="grow or shrink the budget, never below the trials already counted (409)",
+    )
+    priority: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    max_retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
+    notes: str | None = Field(
+        None, description=f"Markdown, at most {MAX_NOTES_BYTES} bytes of UTF-8; '' clears them"
+    )
+
+    @field_validator("notes")
+    @classmethod
+    def _storable_notes(cls, notes: str | None) -> str | None:
+        if notes is None:
+            return None
+        try:
+            size = len(notes.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("must be text UTF-8 can encode (no lone surrogates)") from None
+        if size > MAX_NOTES_BYTES:
+            raise ValueError(f"at most {MAX_NOTES_BYTES} bytes (64 KiB) of UTF-8, got {size}")
+        if "\x00" in notes:
+            raise ValueError("must not contain NUL characters")
+        return notes
+
+
+class QueuedTrialCreate(BaseModel):
+    """One parameter set to queue: values for some or all of the study's sampled parameters
+    (the sampler draws the others)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any]
+
+
+class QueuedTrialPublic(BaseModel):
+    number: int = Field(description="the queued trial's number")
+    params: dict[str, Any] = Field(description="the values queued (the rest will be sampled)")
+
+
+class QueuedTrialsPublic(BaseModel):
+    data: list[QueuedTrialPublic]
+    count: int
 
 
 class StudiesPublic(BaseModel):
@@ -67,6 +125,11 @@ class RunPublic(BaseModel):
 
 class RunRecordPublic(RunPublic):
     curve: list[dict[str, Any]] = Field(description="the run's points, one per epoch")
+
+
+class WarmStartOrigin(BaseModel):
+    study: str
+    number: int
 
 
 class TrialPublic(BaseModel):
@@ -88,6 +151,10 @@ class TrialPublic(BaseModel):
         None,
         description="each seed's run, in seed order (null until the trial has a result); "
         "value is the mean over the runs that did not diverge",
+    )
+    queued: bool = Field(False, description="its parameters were queued by hand")
+    warm_start: WarmStartOrigin | None = Field(
+        None, description="copied in by a warm start from this study's trial (not counted)"
     )
 
 

@@ -81,7 +81,9 @@ def create_study(
     low, high = PRIORITY_RANGE
     if not low <= spec.priority <= high:
         raise InvalidInput(["body", "priority"], f"priority: must be in [{low}, {high}]")
-    register_study(storage, spec)
+    from service.warm_start import warm_start_trials  # it raises this module's errors
+
+    register_study(storage, spec, warm_start_trials(storage, spec))
     return get_study(storage, spec.name)
 
 
@@ -111,13 +113,17 @@ def _public(storage: RDBStorage, row: StudyRow) -> StudyPublic:
         status=study_status(row, progress),  # type: ignore[arg-type]
         n_trials=row.n_trials,
         progress=ProgressPublic(
-            finished=progress.counted, running=progress.running, waiting=progress.waiting
+            finished=progress.counted,
+            running=progress.running,
+            waiting=progress.waiting,
+            warm_start=progress.warm_start,
         ),
         counts={state: progress.by_state.get(state, 0) for state in TRIAL_STATES},
         best_trial=_best_trial(storage, row.study_id),
         created_at=datetime.fromtimestamp(row.created_at, tz=UTC),
         priority=row.priority,
         fail_reason=row.fail_reason,
+        notes=row.notes,
     )
 
 

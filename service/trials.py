@@ -37,8 +37,22 @@ _ATTRS = {
         trial_attrs.METRICS,
         trial_attrs.FAIL_REASON,
         trial_attrs.RUNS,
+        trial_attrs.QUEUED,
+        trial_attrs.WARM_START,
     )
 }
+
+
+# What a trial without the attribute (or with one of an unexpected type) shows.
+_MISSING: dict[str, Any] = {key: None for key in _ATTRS} | {trial_attrs.QUEUED: False}
+
+
+def _well_formed(key: str, value: Any) -> bool:
+    if not isinstance(value, _ATTRS[key]):
+        return False
+    if key == trial_attrs.WARM_START and isinstance(value, dict):
+        return isinstance(value.get("study"), str) and isinstance(value.get("number"), int)
+    return True
 
 
 def parse_state(state: str | None) -> str | None:
@@ -69,7 +83,12 @@ def _load_page(
     offset: int,
     limit: int,
     number: int | None = None,
+    *,
+    after: int | None = None,
+    counted: bool = True,
 ) -> tuple[list[TrialPublic], int]:
+    """A page by number: from `offset`, or (`after`, a keyset) the trials numbered above it;
+    with the count of every trial the filter matches unless `counted` is False (then -1)."""
     t_ = trials_table
     where = [t_.c.study_id == study_id]
     if number is not None:
@@ -77,8 +96,12 @@ def _load_page(
     if state is not None:
         where.append(state_is(state))
     with engine.connect() as conn:
-        count = conn.execute(sa.select(sa.func.count()).select_from(t_).where(*where))
-        total = int(count.scalar_one())
+        total = -1
+        if counted:
+            count = conn.execute(sa.select(sa.func.count()).select_from(t_).where(*where))
+            total = int(count.scalar_one())
+        if after is not None:
+            where.append(t_.c.number > after)
         page = conn.execute(
             sa.select(t_).where(*where).order_by(t_.c.number).offset(offset).limit(limit)
         ).all()
@@ -109,7 +132,7 @@ def _load_page(
     for a in attrs:
         value = json.loads(a.value_json)
         # A value of an unexpected type is shown as missing rather than failing the page.
-        fields[a.trial_id][a.key] = value if isinstance(value, _ATTRS[a.key]) else None
+        fields[a.trial_id][a.key] = value if _well_formed(a.key, value) else _MISSING[a.key]
     for s in sorted(steps, key=lambda s: s.step):
         value = stored_float(s.intermediate_value, s.intermediate_value_type)
         fields[s.trial_id]["intermediate_values"][s.step] = value
@@ -119,7 +142,7 @@ def _load_page(
         duration = (end - start).total_seconds() if start and end else None
         data.append(
             TrialPublic.model_validate(
-                {k: None for k in _ATTRS}
+                _MISSING
                 | fields[t.trial_id]
                 | dict(
                     number=t.number,
@@ -131,6 +154,14 @@ def _load_page(
             )
         )
     return data, total
+
+
+def page_after(
+    engine: sa.Engine, study_id: int, state: str | None, after: int, limit: int
+) -> list[TrialPublic]:
+    """Up to `limit` trials numbered above `after`, by number (a keyset page: reading a
+    whole study page by page costs each page the same, however far in)."""
+    return _load_page(engine, study_id, state, 0, limit, after=after, counted=False)[0]
 
 
 class TrialNotFound(LookupError):
@@ -156,13 +187,29 @@ def get_trial(storage: RDBStorage, name: str, number: int) -> TrialRecordPublic:
     """Trial `number` in full: its list entry, curve, the trial it retries, its wall time."""
     row, trial_id = find_trial(storage, name, number)
     listed, _ = _load_page(storage.engine, row.study_id, None, 0, 1, number=number)
-    attrs = storage.get_trial_user_attrs(trial_id)
+    return full_record(listed[0], storage.get_trial_user_attrs(trial_id))
+
+
+# The user attrs a full record adds to a trial's list entry.
+RECORD_ATTRS = (
+    trial_attrs.CURVE,
+    trial_attrs.RETRY_OF,
+    trial_attrs.WALL_TIME_S,
+    trial_attrs.RESUMED_FROM_EPOCH,
+    trial_attrs.RUNS,
+    trial_attrs.RUN_CURVES,
+)
+
+
+def full_record(listed: TrialPublic, attrs: dict[str, Any]) -> TrialRecordPublic:
+    """A trial's full record: its list entry plus what `attrs` (its user attrs, at least
+    RECORD_ATTRS of them) add."""
     curve = attrs.get(trial_attrs.CURVE)
     retry_of, wall = attrs.get(trial_attrs.RETRY_OF), attrs.get(trial_attrs.WALL_TIME_S)
     resumed = attrs.get(trial_attrs.RESUMED_FROM_EPOCH)
     curve = curve if isinstance(curve, list) else []
     return TrialRecordPublic.model_validate(
-        listed[0].model_dump()
+        listed.model_dump()
         | {
             "runs": _runs_with_curves(attrs, curve),
             "curve": curve,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from search_spaces import BUILTIN_SPACES, task_definitions
-from service.api import plots, studies, workers
+from service.api import plots, studies, study_edits, workers
 from service.deps import ReadAccess
 from service.schemas import SearchSpacePublic, SearchSpacesPublic, TaskPublic, TasksPublic
 
@@ -40,6 +40,7 @@ def list_search_spaces() -> SearchSpacesPublic:
 
 api_router = APIRouter(prefix=API_PREFIX)
 api_router.include_router(studies.router)
+api_router.include_router(study_edits.router)
 api_router.include_router(workers.router)
 api_router.include_router(plots.router)
 api_router.include_router(catalog)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from service import importance, plots, studies, trials
+from service.api import exports
 from service.deps import ReadAccess, SettingsDep, StorageDep, WriteAccess
 from service.schemas import (
     DEFAULT_EVALUATOR,
@@ -49,7 +50,11 @@ def read_study(name: str, storage: StorageDep) -> StudyPublic:
     return studies.get_study(storage, name)
 
 
-@router.get("/{name}/trials")
+@router.get(
+    "/{name}/trials",
+    response_model=TrialsPublic,
+    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+)
 def read_trials(
     name: str,
     storage: StorageDep,
@@ -58,8 +63,18 @@ def read_trials(
     ] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-) -> TrialsPublic:
-    """A page of trials by number; `count` is the number of all trials matching `state`."""
+    format: Annotated[
+        Literal["json", "csv", "jsonl"],
+        Query(description="json: a page; csv or jsonl: every trial, streamed (see export)"),
+    ] = "json",
+) -> Any:
+    """A page of trials by number; `count` is the number of all trials matching `state`.
+
+    `format=csv` (a row per trial) or `format=jsonl` (each trial's full record, curves
+    included) streams every trial matching `state` instead, `offset` and `limit` aside.
+    """
+    if format != "json":
+        return exports.streamed(storage, name, format, state)
     return trials.list_trials(storage, name, state=state, offset=offset, limit=limit)
 
 

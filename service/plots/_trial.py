@@ -150,6 +150,8 @@ def trial_detail(storage: optuna.storages.RDBStorage, name: str, number: int) ->
         "resumed_from_epoch": attrs.get(trial_attrs.RESUMED_FROM_EPOCH),
         "wall_time_s": attrs.get(trial_attrs.WALL_TIME_S),
         "fail_reason": attrs.get(trial_attrs.FAIL_REASON),
+        "queued": attrs.get(trial_attrs.QUEUED) is True,
+        "warm_start": attrs.get(trial_attrs.WARM_START),
         # Optuna stores naive UTC times (as the trials API reads them too).
         "datetime_start": start.isoformat() + "Z" if start else None,
         "datetime_complete": end.isoformat() + "Z" if end else None,

@@ -29,6 +29,8 @@
     const pct = (n) => `${Math.min(100, (100 * n) / Math.max(study.n_trials, 1)).toFixed(1)}%`;
     document.getElementById("bar-done").style.width = pct(p.finished);
     document.getElementById("bar-run").style.width = pct(p.running);
+    document.getElementById("warm-start-note").hidden = !p.warm_start;
+    document.getElementById("warm-start-count").textContent = p.warm_start || 0;
     const counts = document.getElementById("counts");
     counts.replaceChildren();
     for (const [state, n] of Object.entries(study.counts || {})) {
@@ -80,7 +82,7 @@
   function columns(rows) {
     const params = [...new Set(rows.flatMap((r) => Object.keys(r.params || {})))];
     return [
-      { key: "number", label: "#", num: true, get: (r) => r.number },
+      { key: "number", label: "#", num: true, get: (r) => r.number, cell: numberCell },
       { key: "state", label: "State", get: (r) => r.state, cell: (r) => NT.badge(r.state) },
       { key: "value", label: "Value", num: true, get: (r) => r.value },
       ...params.map((p) => ({ key: `p:${p}`, label: p, num: true, get: (r) => (r.params || {})[p] })),
@@ -90,6 +92,19 @@
       { key: "start", label: "Started", get: (r) => r.datetime_start, show: (r) => NT.fmtTime(r.datetime_start) },
       { key: "reason", label: "Failure", get: (r) => r.fail_reason, className: (r) => (r.fail_reason ? "reason" : "subtle") },
     ];
+  }
+
+  // Where a trial came from when not from the sampler: queued by hand, or copied in by a
+  // warm start (those rows are set apart: they do not count in the budget).
+  function numberCell(r) {
+    const cell = NT.el("span", { text: String(r.number) });
+    if (r.warm_start) {
+      const from = `${r.warm_start.study} #${r.warm_start.number}`;
+      cell.append(" ", NT.el("span", { className: "badge origin warm-start", text: "warm start", title: `copied from ${from}` }));
+    } else if (r.queued) {
+      cell.append(" ", NT.el("span", { className: "badge origin queued", text: "queued", title: "parameters queued by hand" }));
+    }
+    return cell;
   }
 
   function compare(a, b) {
@@ -120,7 +135,7 @@
     });
     const body = document.querySelector("#trials-table tbody");
     body.replaceChildren(...rows.map((r) => {
-      const tr = NT.el("tr", { className: "link" });
+      const tr = NT.el("tr", { className: r.warm_start ? "link warm-start" : "link" });
       tr.onclick = (e) => {
         if (e.target.closest("a")) return;
         location.href = `${NT.root}/studies/${encodeURIComponent(name)}/trials/${r.number}`;

@@ -130,3 +130,56 @@ def test_tell_helpers_match_optunas_own(
     assert frozen.number == trial.number and frozen.state == TrialState.RUNNING
     filtered = oa.filter_study(study, frozen)
     assert filtered.study_name == "s"
+
+
+def test_a_trial_queued_by_the_adapter_is_one_enqueue_trial_would_make(
+    storage: optuna.storages.RDBStorage, study: optuna.Study
+) -> None:
+    study.ask()  # trial 0, so that the number returned is not merely the first
+    number = oa.enqueue_params(
+        storage, storage.get_study_id_from_name("s"), {"x": 0.25}, {"by": "hand"}
+    )
+    study.enqueue_trial({"x": 0.5}, user_attrs={"by": "optuna"})
+    mine, theirs = study.get_trials(states=(TrialState.WAITING,))
+    assert mine.number == number == 1
+    assert mine.system_attrs == {"fixed_params": {"x": 0.25}} and mine.user_attrs == {"by": "hand"}
+    assert {k: v for k, v in theirs.system_attrs.items() if k != "fixed_params"} == {}
+    popped = study.ask()
+    assert popped.number == number
+    assert popped.suggest_float("x", 0, 1) == 0.25 and popped.suggest_float("y", 0, 1) is not None
+
+
+def test_complete_trials_inserted_at_once_read_back_as_add_trials_makes_them(
+    storage: optuna.storages.RDBStorage, study: optuna.Study
+) -> None:
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        "x": optuna.distributions.FloatDistribution(0.001, 1.0, log=True),
+        "k": optuna.distributions.IntDistribution(1, 9, step=2),
+        "c": optuna.distributions.CategoricalDistribution(["a", None, 0.5]),
+    }
+    made = [
+        optuna.trial.create_trial(
+            params={"x": 0.01 * (i + 1), "k": 2 * i + 1, "c": [None, "a", 0.5][i]},
+            distributions=dists,
+            value=[0.25, math.inf, -1.0][i],
+            user_attrs={"warm_start": {"study": "o", "number": i}, "metrics": {"m": i}},
+        )
+        for i in range(3)
+    ]
+    study.ask()  # a trial before them: the inserted ones are numbered after it
+    with storage.engine.begin() as conn:
+        oa.insert_complete_trials(conn, storage.get_study_id_from_name("s"), made)
+    other = optuna.create_study(study_name="o", storage=storage, direction="maximize")
+    other.ask()
+    other.add_trials(made)
+    mine = storage.get_all_trials(storage.get_study_id_from_name("s"))[1:]
+    theirs = other.get_trials()[1:]
+
+    def seen(t: optuna.trial.FrozenTrial) -> tuple[object, ...]:
+        return (t.number, t.state, t.value, t.params, t.distributions, t.user_attrs)
+
+    assert [seen(t) for t in mine] == [seen(t) for t in theirs]
+    assert [t.number for t in mine] == [1, 2, 3] and mine[1].value == math.inf
+    failed = optuna.trial.create_trial(state=TrialState.FAIL)
+    with storage.engine.begin() as conn, pytest.raises(ValueError, match="only complete"):
+        oa.insert_complete_trials(conn, storage.get_study_id_from_name("o"), [failed])

@@ -98,7 +98,7 @@ def test_create_answers_201_with_the_study(make_client: Any, storage: Any) -> No
     assert study == client.get(f"{STUDIES}/s1").json()
     assert study["status"] == "running" and study["n_trials"] == 7 and study["priority"] == 3
     assert study["spec"]["metric"] == "loss" and study["spec"]["direction"] == "minimize"
-    assert study["progress"] == {"finished": 0, "running": 0, "waiting": 0}
+    assert study["progress"] == {"finished": 0, "running": 0, "waiting": 0, "warm_start": 0}
     assert study["counts"] == dict.fromkeys(["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"], 0)
     assert study["best_trial"] is None
     assert abs(time.time() - _timestamp(study["created_at"])) < 60
@@ -274,7 +274,7 @@ def test_trials_page_filter_and_count(make_client: Any, storage: Any) -> None:
 
     detail = client.get(f"{STUDIES}/s1").json()
     assert detail["counts"] == {"COMPLETE": 9, "PRUNED": 1, "FAIL": 1, "RUNNING": 1, "WAITING": 0}
-    assert detail["progress"] == {"finished": 10, "running": 1, "waiting": 0}
+    assert detail["progress"] == {"finished": 10, "running": 1, "waiting": 0, "warm_start": 0}
     assert detail["best_trial"]["value"] == min(
         t.value for t in study.trials if t.value is not None
     )

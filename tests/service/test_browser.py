@@ -21,8 +21,14 @@ import optuna
 import pytest
 from optuna.trial import create_trial
 
+from search_spaces import StudySpec
+from search_spaces.storage import open_storage
 from service.plots import PLOT_KINDS
+from service.queued_trials import enqueue
 from service.report import write_report
+from service.schemas import QueuedTrialCreate, StudyUpdate
+from service.studies import create_study
+from service.study_changes import update_study
 from tests.service.dashboard_fixtures import make_study
 
 CHROMIUM = "/usr/bin/chromium"
@@ -228,5 +234,39 @@ def test_the_dashboard_writes_as_the_same_origin(server: tuple[str, str], browse
     page.click("#submit-btn")
     page.wait_for_selector("#ok a", timeout=10000)
     assert httpx.get(f"{base}/api/v1/studies/from-browser").status_code == 200
+    assert errors == []
+    page.close()
+
+
+def test_notes_queued_and_warm_start_trials_are_shown_apart(
+    server: tuple[str, str], browser: Any
+) -> None:
+    base, url = server
+    storage = open_storage(url)
+    spec = {"task": "quadratic", "search_space": "paper-gamma", "n_trials": 4}
+    create_study(storage, StudySpec.model_validate({"name": "pilot", **spec}))
+    dists: dict[str, Any] = {
+        "eta": optuna.distributions.CategoricalDistribution([0.01, 0.3, 1.0]),
+        "gamma": optuna.distributions.FloatDistribution(0.3, 1.0),
+    }
+    pilot = optuna.load_study(study_name="pilot", storage=url)
+    for gamma in (0.4, 0.6):
+        p = {"eta": 0.3, "gamma": gamma}
+        pilot.add_trial(create_trial(value=gamma, params=p, distributions=dists))
+    warm = {"name": "origins", "warm_start": {"from": "pilot"}, **spec}
+    create_study(storage, StudySpec.model_validate(warm))
+    enqueue(storage, "origins", [QueuedTrialCreate(params={"eta": 1.0})])
+    update_study(storage, "origins", StudyUpdate(notes="# Pilot\n\n<script>alert(1)</script>"))
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors, _ = _watch(page)
+    page.goto(f"{base}/studies/origins")
+    page.wait_for_selector("#trials-table tbody tr", timeout=15000)
+    assert page.locator("#notes .markdown h1").inner_text() == "Pilot"
+    assert "<script>alert(1)</script>" in page.locator("#notes .markdown").inner_text()
+    assert page.locator("#trials-table tbody tr.warm-start").count() == 2
+    assert page.locator("#trials-table .badge.origin.queued").count() == 1
+    assert page.locator("#warm-start-note").is_visible()
+    assert page.locator("#warm-start-count").inner_text() == "2"
     assert errors == []
     page.close()

@@ -8,12 +8,8 @@
 - ``_cache``: what a process keeps between claims (``caches``, which tests can reset).
 """
 
-from worker.claims._budget import (
-    CANDIDATES_TTL_S,
-    claim_lock_key,
-    servable_studies,
-    unfinished_studies,
-)
+from search_spaces.study_rows import claim_lock_key
+from worker.claims._budget import CANDIDATES_TTL_S, servable_studies, unfinished_studies
 from worker.claims._cache import ClaimCaches, caches
 from worker.claims._claim import Claim, can_stack, study_spec
 from worker.claims._claiming import claim_trial, claim_trials, suggest_all

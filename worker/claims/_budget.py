@@ -4,7 +4,8 @@ Budget rule: a study's `n_trials` counts trials that reached a result of their o
 (complete, pruned, diverged, or failed with no retries left). A claim may take a slot only
 while the slots in use (claimed trials that hold one, see HOLDS_SLOT, and reservations of
 claims in flight) are fewer than n_trials, checked under a per-study lock
-(`claim_lock_key`), so any number of racing workers never overshoot.
+(`claim_lock_key`), so any number of racing workers never overshoot. The rule and the
+slot count live in search_spaces.study_rows; this module applies them to claims.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from search_spaces.locks import autocommit
-from search_spaces.study_rows import StudyRow, list_study_rows, study_progress, to_study_row
-from search_spaces.tables import HOLDS_SLOT, reservations_table, studies_table, trial_runs_table
+from search_spaces.study_rows import (
+    StudyRow,
+    list_study_rows,
+    slots_used,
+    study_progress,
+    to_study_row,
+)
+from search_spaces.tables import reservations_table, studies_table, trial_runs_table
 from worker.claims._cache import caches
 
 log = logging.getLogger("worker.claims")
-
-
-def claim_lock_key(study_name: str) -> str:
-    return f"noisetune-claim:{study_name}"
 
 
 def _open_claims(study_name: Any) -> Any:
@@ -36,14 +39,6 @@ def _open_claims(study_name: Any) -> Any:
         .where(r.study_name == study_name, sa.not_(r.counted), r.fail_reason.is_(None))
         .scalar_subquery()
     )
-
-
-def slots_used(study_name: Any) -> Any:
-    """Slots of a study's budget in use: claimed trials that hold one, and reservations."""
-    r, p = trial_runs_table.c, reservations_table.c
-    held = sa.select(sa.func.count()).where(r.study_name == study_name, HOLDS_SLOT)
-    reserved = sa.select(sa.func.count()).where(p.study_name == study_name)
-    return held.scalar_subquery() + reserved.scalar_subquery()
 
 
 def servable_studies(engine: sa.Engine, only: str | None) -> list[StudyRow]:

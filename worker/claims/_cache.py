@@ -7,6 +7,7 @@ database is, and everything here is read again or checked under a lock before it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -33,10 +34,11 @@ class ClaimCaches:
     studies: dict[tuple[optuna.storages.RDBStorage, str, int], optuna.Study] = field(
         default_factory=dict
     )
-    # A study's spec never changes (a study made again under its name has a new
-    # created_at): validated once per study, not once per claim, as stored (specs stored
-    # before today's bounds still load: StudySpec.from_stored).
-    specs: dict[tuple[str, float], StudySpec] = field(default_factory=dict)
+    # A study's spec changes only by hand (PATCH: n_trials, priority, max_retries), and a
+    # study made again under its name has a new created_at: validated once per study and
+    # stored version, not once per claim, as stored (specs stored before today's bounds
+    # still load: StudySpec.from_stored).
+    specs: dict[tuple[str, float], tuple[dict[str, Any], StudySpec]] = field(default_factory=dict)
     # The last list of servable studies per (engine, only), with when it was read.
     candidates: dict[tuple[sa.Engine, str | None], tuple[float, list[StudyRow]]] = field(
         default_factory=dict
@@ -74,9 +76,10 @@ class ClaimCaches:
 
     def spec(self, row: StudyRow) -> StudySpec:
         key = (row.name, row.created_at)
-        if key not in self.specs:
-            self.specs[key] = StudySpec.from_stored(row.spec)
-        return self.specs[key]
+        cached = self.specs.get(key)
+        if cached is None or cached[0] != row.spec:
+            cached = self.specs[key] = (row.spec, StudySpec.from_stored(row.spec))
+        return cached[1]
 
 
 caches = ClaimCaches()

@@ -22,9 +22,9 @@ from search_spaces import FloatParam, IntParam, StudySpec, trial_attrs
 from search_spaces.locks import locked_transaction
 from search_spaces.optuna_adapter import trial_db_id, trials_table, write_user_attrs
 from search_spaces.storage import now
-from search_spaces.study_rows import StudyRow
+from search_spaces.study_rows import StudyRow, claim_lock_key, slots_used
 from search_spaces.tables import reservations_table, studies_table, trial_runs_table, workers_table
-from worker.claims._budget import candidate_lists, claim_lock_key, drop_reservations, slots_used
+from worker.claims._budget import candidate_lists, drop_reservations
 from worker.claims._cache import caches
 from worker.claims._claim import Claim, study_spec, trials_per_stack
 from worker.claims._reaper import fail_orphan

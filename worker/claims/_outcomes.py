@@ -106,12 +106,25 @@ def finish_trial(
 
 
 def requeue(
-    study: optuna.Study, params: dict[str, Any], attempt: int, retry_of: int, first: int
+    study: optuna.Study,
+    params: dict[str, Any],
+    attempt: int,
+    retry_of: int,
+    first: int,
+    *,
+    queued: bool = False,
 ) -> None:
     """Queue a trial's parameters again; `first` is its first attempt's number (the key of
-    its checkpoints, which the retry resumes from)."""
-    attrs = {trial_attrs.ATTEMPT: attempt, trial_attrs.RETRY_OF: retry_of}
+    its checkpoints, which the retry resumes from). A retry of parameters queued by hand
+    (`queued`) is marked so too: it is the record that runs them."""
+    attrs: dict[str, Any] = {trial_attrs.ATTEMPT: attempt, trial_attrs.RETRY_OF: retry_of}
+    if queued:
+        attrs[trial_attrs.QUEUED] = True
     study.enqueue_trial(params, user_attrs={**attrs, trial_attrs.FIRST_ATTEMPT: first})
+
+
+def queued_by_hand(user_attrs: dict[str, Any]) -> bool:
+    return user_attrs.get(trial_attrs.QUEUED) is True
 
 
 def first_attempt(number: int, user_attrs: dict[str, Any]) -> int:
@@ -127,9 +140,11 @@ def requeue_in(
     attempt: int,
     retry_of: int,
     first: int,
+    *,
+    queued: bool = False,
 ) -> None:
     study = optuna.load_study(study_name=study_name, storage=storage)
-    requeue(study, params, attempt, retry_of, first)
+    requeue(study, params, attempt, retry_of, first, queued=queued)
 
 
 def fail_running(storage: optuna.storages.RDBStorage, trial_id: int, reason: str) -> bool:
@@ -171,5 +186,6 @@ def fail_and_maybe_retry(
             params = dict(fixed or {})
         trial = claim.trial
         first = first_attempt(trial.number, trial.user_attrs)
-        requeue(claim.study, params, retry, trial.number, first)
+        queued = queued_by_hand(trial.user_attrs)
+        requeue(claim.study, params, retry, trial.number, first, queued=queued)
     return retry is not None

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from search_spaces import trial_attrs
 from search_spaces.locks import advisory_lock, autocommit
 from search_spaces.optuna_adapter import state_is, trials_table
-from search_spaces.study_rows import get_study_row
+from search_spaces.study_rows import claim_lock_key, get_study_row
 from search_spaces.tables import (
     reservations_table,
     studies_table,
@@ -27,7 +27,7 @@ from search_spaces.tables import (
     worker_lost,
     workers_table,
 )
-from worker.claims._budget import claim_lock_key, drop_reservations
+from worker.claims._budget import drop_reservations
 from worker.claims._cache import caches
 from worker.claims._claim import study_spec
 from worker.claims._outcomes import (
@@ -35,6 +35,7 @@ from worker.claims._outcomes import (
     first_attempt,
     mark_run,
     next_attempt,
+    queued_by_hand,
     requeue_in,
 )
 
@@ -77,7 +78,10 @@ def fail_orphan(
         if fixed is not None:  # it was queued (perhaps with no parameters): queue it again
             attempt = int(frozen.user_attrs.get(trial_attrs.ATTEMPT, 0))
             first = first_attempt(frozen.number, frozen.user_attrs)
-            requeue_in(storage, study_name, dict(fixed), attempt, frozen.number, first)
+            queued = queued_by_hand(frozen.user_attrs)
+            requeue_in(
+                storage, study_name, dict(fixed), attempt, frozen.number, first, queued=queued
+            )
     log.warning("trial %s of %s: worker lost while claiming", frozen.number, study_name)
 
 
@@ -205,6 +209,7 @@ def _give_up(
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
         if retry is not None:
             first = first_attempt(number, frozen.user_attrs)
-            requeue_in(storage, study_name, dict(params), retry, number, first)
+            queued = queued_by_hand(frozen.user_attrs)
+            requeue_in(storage, study_name, dict(params), retry, number, first, queued=queued)
     log.warning("trial %s of %s: %s", number, study_name, reason)
     return True
