@@ -76,7 +76,7 @@ class Settings(BaseSettings):
 
 
 class ClientSettings(BaseSettings):
-    """What the CLI needs to talk to a server (``noisetune submit``): its URL and a token."""
+    """What the CLI and `service.client.Client` need to talk to a server: its URL and a token."""
 
     model_config = SettingsConfigDict(env_prefix="NOISETUNE_", extra="ignore")
 
