@@ -7,7 +7,6 @@ Command groups that live elsewhere (the worker's ``worker``, ``train``, ...) joi
 from __future__ import annotations
 
 import enum
-import json
 import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -17,8 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from service.cli_analyze import analyze_command
-from service.cli_common import StorageOption, console, fail, open_or_fail, resolved, shown_url
+from service.cli_common import StorageOption, fail, resolved, shown_url
 from service.cli_logs import logs_command
+from service.cli_server import ServerOption, server_client
+from service.cli_status import status_command
 from service.cli_studies import enqueue_command, export_command, study_app
 from service.cli_tokens import token_app
 
@@ -145,117 +146,18 @@ def _serve_notes(settings: Any) -> list[str]:
     return notes
 
 
-def _server_message(response: Any) -> str:
-    try:
-        detail = response.json().get("detail", response.text)
-    except (ValueError, AttributeError):
-        return f"HTTP {response.status_code}: {response.text[:500]}"
-    if isinstance(detail, list):
-        return "\n".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    return str(detail)
-
-
 @app.command()
 def submit(
     spec: Annotated[Path, typer.Argument(help="study spec, YAML or JSON")],
-    server: Annotated[
-        str | None,
-        typer.Option(help="the noisetune server (default: $NOISETUNE_SERVER or localhost:8000)"),
-    ] = None,
+    server: ServerOption = None,
 ) -> None:
     """Submit a study to a running server; prints the study's name."""
-    import httpx
-    import yaml
-
-    from service.settings import ClientSettings
-
-    client = ClientSettings()
-    server = server or client.server
-
-    try:
-        data = yaml.safe_load(spec.read_text(encoding="utf-8"))
-    except OSError as exc:
-        fail(f"cannot read {spec}: {exc.strerror or exc}")
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        fail(f"{spec} is not valid YAML or JSON: {exc}")
-    if not isinstance(data, dict):
-        fail(f"{spec} must hold a mapping (the study spec), not {type(data).__name__}")
-    try:
-        body = json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        fail(f"{spec} holds a value JSON cannot carry: {exc}")
-    headers = {"content-type": "application/json"}
-    if client.api_token is not None:
-        headers["authorization"] = f"Bearer {client.api_token.get_secret_value()}"
-    url = server.rstrip("/") + "/api/v1/studies"
-    try:
-        response = httpx.post(url, content=body, headers=headers, timeout=60)
-    except httpx.ConnectError:
-        fail(f"cannot connect to the noisetune server at {server} (is `noisetune serve` running?)")
-    except httpx.HTTPError as exc:
-        fail(f"request to {server} failed: {type(exc).__name__}: {exc}")
-    if response.status_code != 201:
-        fail(
-            f"the server refused the study (HTTP {response.status_code}):\n"
-            + _server_message(response)
-        )
-    typer.echo(response.json()["name"])
+    with server_client(server, what="the study") as client:
+        study = client.submit(spec)
+    typer.echo(study.name)
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
-
-
-@app.command()
-def status(
-    name: Annotated[str | None, typer.Argument(help="a study; all studies when left out")] = None,
-    storage: StorageOption = None,
-) -> None:
-    """Show studies and their progress, read straight from the database (no server needed)."""
-    from rich.table import Table
-
-    from service import studies
-
-    opened = open_or_fail(storage)
-    out = console()
-    if name is None:
-        page = studies.list_studies(opened)
-        if not page.data:
-            typer.echo(f"no studies in {shown_url(opened.url)}")
-            return
-        table = Table("name", "status", "finished", "running", "best value")
-        for s in page.data:
-            best_value = s.best_trial.value if s.best_trial else None
-            finished = f"{s.progress.finished}/{s.n_trials}"
-            table.add_row(s.name, s.status, finished, str(s.progress.running), _number(best_value))
-        out.print(table)
-        return
-    try:
-        s = studies.get_study(opened, name)
-    except studies.StudyNotFound:
-        fail(f"no study named {name!r} in {shown_url(opened.url)} (`noisetune status` lists them)")
-    spec, p, b = s.spec, s.progress, s.best_trial
-    grid = Table.grid(padding=(0, 2))
-    grid.add_row("study", s.name)
-    grid.add_row("task", f"{spec['task']} ({spec['metric']}, {spec['direction']})")
-    grid.add_row("status", s.status)
-    if s.fail_reason:
-        grid.add_row("reason", s.fail_reason)
-    grid.add_row(
-        "progress", f"{p.finished}/{s.n_trials} finished, {p.running} running, {p.waiting} waiting"
-    )
-    grid.add_row("trials", ", ".join(f"{k} {v}" for k, v in s.counts.items()))
-    best = (
-        "none yet"
-        if b is None
-        else (
-            f"#{b.number}  {spec['metric']} {_number(b.value)}  "
-            + " ".join(f"{k}={v}" for k, v in b.params.items())
-        )
-    )
-    grid.add_row("best", best)
-    grid.add_row("created", s.created_at.isoformat(timespec="seconds"))
-    out.print(grid)
+app.command("status")(status_command)
 
 
 @app.command()
