@@ -27,8 +27,10 @@ from search_spaces._study_spec import (
     resolve_trial,
 )
 from search_spaces._tasks import (
+    BINARY_ARITH,
     DEEP_MLP,
     QUADRATIC,
+    BinaryArithConfig,
     DeepMLPConfig,
     QuadraticConfig,
     TaskConfig,
@@ -41,6 +43,7 @@ from search_spaces._worst_case import ResourceLimitError, check_resources, estim
 from search_spaces.noise_setup import NOISE_DEFAULTS, NoiseSetup
 
 __all__ = [
+    "BINARY_ARITH",
     "BUILTIN_SPACES",
     "DEEP_MLP",
     "NOISE_DEFAULTS",
@@ -49,6 +52,7 @@ __all__ = [
     "PRUNER_OPTIONS",
     "QUADRATIC",
     "SAMPLER_OPTIONS",
+    "BinaryArithConfig",
     "CategoricalParam",
     "DeepMLPConfig",
     "FloatParam",
