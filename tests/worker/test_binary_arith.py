@@ -196,3 +196,33 @@ def test_the_definition_is_registered_and_stackable() -> None:
     small = BINARY_ARITH.resources(BinaryArithConfig())
     large = BINARY_ARITH.resources(BinaryArithConfig(channels=48, batch_size=64))
     assert 0 < small.memory_bytes < large.memory_bytes
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+def test_a_worker_trains_a_study_of_restarts_as_one_stack(storage: Any) -> None:
+    """Claimed together, stacked by the worker, recorded one trial each."""
+    import threading
+
+    import optuna
+
+    from search_spaces import StudySpec
+    from search_spaces.study_rows import register_study
+    from worker.claims import claim_trials
+    from worker.stack_run import run_claimed_stacks
+
+    spec = {
+        "name": "restarts",
+        "task": "binary_arith",
+        "task_config": TINY,
+        "search_space": {"eta": {"type": "categorical", "choices": [0.0, 1.0]}},
+        "n_trials": 3,
+        "sampler": {"type": "random", "seed": 0},
+        "pruner": {"type": "none"},
+    }
+    register_study(storage, StudySpec.model_validate(spec))
+    claims = claim_trials(storage, "w", "host", "cpu", "restarts", 3)
+    run_claimed_stacks(claims, "cpu", threading.Event())
+    trials = optuna.load_study(study_name="restarts", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert all(0.0 <= t.value <= 1.0 for t in trials)  # test_error, the primary metric
+    assert all(t.user_attrs["metrics"]["steps"] == 12 for t in trials)
