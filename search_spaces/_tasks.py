@@ -81,22 +81,22 @@ class BinaryArithConfig(TaskConfig):
 
     operation: Literal["addition", "multiplication"] = "addition"
     train_bits: int = Field(8, ge=1, le=64)
-    test_bits: int = Field(20, ge=1, le=256)
+    test_bits: int = Field(16, ge=1, le=256)
     # The grid: rows, and numbers per position.
     width: int = Field(1, ge=1, le=16)
-    channels: int = Field(12, ge=1, le=512)
+    channels: int = Field(8, ge=1, le=512)
     optimizer: Literal["sgd", "momentum", "adam"] = "adam"
     lr: float = Field(0.01, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     batch_size: int = Field(16, ge=1, le=4096)
-    steps_per_epoch: int = Field(50, ge=1, le=100_000)
-    epochs: int = Field(4, ge=1, le=MAX_EPOCHS)
-    clip: float | None = Field(1.0, gt=0)
+    steps_per_epoch: int = Field(75, ge=1, le=100_000)
+    epochs: int = Field(2, ge=1, le=MAX_EPOCHS)
+    clip: float | None = Field(10.0, gt=0)
     # What the gradient is of: the mean loss per answer bit, or the sum over the batch's
     # answer bits (batch_size x length times larger). Adam's steps do not depend on it, but
     # clipping and the noise do: it sets how large the gradient is next to a given eta.
-    loss: Literal["mean", "sum"] = "mean"
-    test_size: int = Field(256, ge=1, le=65536)
+    loss: Literal["mean", "sum"] = "sum"
+    test_size: int = Field(128, ge=1, le=65536)
     seed: int = 0
 
     def length(self, bits: int) -> int:
