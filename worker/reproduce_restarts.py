@@ -209,14 +209,16 @@ def render_table(rows: Sequence[ThresholdRow], *, config: dict[str, Any]) -> Any
 
     n = rows[0].restarts if rows else 0
     table = Table(
-        title=f"{config['operation']}: trained on {config['train_bits']} bits, tested on "
-        f"{config['test_bits']}; {n} restarts per arm (eta {PAPER_ETA:g}, gamma "
-        f"{PAPER_GAMMA:g}, after clipping)",
+        title=f"{config['operation']}, trained on {config['train_bits']} bits, tested on "
+        f"{config['test_bits']}: {n} restarts per arm, noise eta {PAPER_ETA:g}, gamma "
+        f"{PAPER_GAMMA:g} after clipping",
+        caption=f"restarts under each test error (95% Wilson interval); the paper's: a Neural "
+        f"GPU on multiplication, of {PAPER_RESTARTS:,}",
         box=box.SIMPLE,
     )
-    for name in ("test error", f"no noise (of {n})", f"noise (of {n})", "ratio"):
+    for name in ("test error", "no noise", "noise", "ratio"):
         table.add_column(name, justify="right", no_wrap=True)
-    for name in (f"paper: no noise (of {PAPER_RESTARTS:,})", "paper: noise", "paper: ratio"):
+    for name in ("paper\nno noise", "paper\nnoise", "paper\nratio"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(

@@ -94,7 +94,7 @@ def test_reproduce_restarts_prints_the_table(app: typer.Typer) -> None:
     args = ["reproduce", "--experiment", "restarts", "--restarts", "2", *tiny]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for line in ("no noise (of 2)", "noise (of 2)", "< 3%", "paper: no noise", "wall time:"):
+    for line in ("2 restarts per arm", "no noise", "< 3%", "of 7,290", "wall time:"):
         assert line in result.output
     assert "channels=4" in result.output and "test_bits=16" in result.output
 
