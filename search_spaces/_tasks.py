@@ -90,7 +90,7 @@ class BinaryArithConfig(TaskConfig):
     momentum: float = Field(0.9, ge=0, lt=1)
     batch_size: int = Field(16, ge=1, le=4096)
     steps_per_epoch: int = Field(75, ge=1, le=100_000)
-    epochs: int = Field(2, ge=1, le=MAX_EPOCHS)
+    epochs: int = Field(8, ge=1, le=MAX_EPOCHS)
     clip: float | None = Field(10.0, gt=0)
     # What the gradient is of: the mean loss per answer bit, or the sum over the batch's
     # answer bits (batch_size x length times larger). Adam's steps do not depend on it, but

@@ -46,7 +46,7 @@ RESTARTS_CONFIG: dict[str, Any] = {
     "lr": 0.01,
     "batch_size": 16,
     "steps_per_epoch": 75,
-    "epochs": 2,
+    "epochs": 8,
     "clip": 10.0,
     "loss": "sum",
     "test_size": 128,

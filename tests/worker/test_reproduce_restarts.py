@@ -114,3 +114,11 @@ def test_bad_experiment_options_are_one_line(
     result = CliRunner().invoke(app, ["reproduce", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_the_experiment_runs_the_tasks_defaults() -> None:
+    """README: `binary_arith`'s defaults are the restart experiment's scale."""
+    from search_spaces import BinaryArithConfig
+
+    defaults = BinaryArithConfig().model_dump(exclude={"seed", "momentum"})
+    assert defaults == RESTARTS_CONFIG
