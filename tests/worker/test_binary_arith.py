@@ -226,3 +226,42 @@ def test_a_worker_trains_a_study_of_restarts_as_one_stack(storage: Any) -> None:
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert all(0.0 <= t.value <= 1.0 for t in trials)  # test_error, the primary metric
     assert all(t.user_attrs["metrics"]["steps"] == 12 for t in trials)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"width": 4, "channels": 64, "batch_size": 64}, {"train_bits": 20, "test_bits": 20}],
+)
+def test_the_memory_estimate_covers_a_training_step(config: dict[str, Any]) -> None:
+    """Parameters, gradients, noise buffer, Adam's state, what autograd saves and the test
+    set, measured on one step, against search_spaces' estimate."""
+    from torch.nn import functional as F
+
+    from worker.tasks.binary_arith import build_optimizer
+    from worker.tasks.binary_arith_model import BinaryArithNet
+
+    cfg = BinaryArithConfig(**config)
+    model = BinaryArithNet(cfg.channels, cfg.width, torch.Generator().manual_seed(0))
+    params = list(model.parameters())
+    optimizer = build_optimizer(cfg, params)
+    symbols, answers_ = train_batch(cfg, train_generator(cfg))
+    ptrs = {p.data_ptr() for p in params}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.data_ptr() not in ptrs:
+            saved[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.cross_entropy(model(symbols).reshape(-1, 2), answers_.reshape(-1))
+    loss.backward()
+    optimizer.step()
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    state_bytes = sum(v.numel() * v.element_size() for s in optimizer.state.values()
+                      for v in s.values() if v.dim() > 0)  # fmt: skip
+    test_bytes = sum(t.numel() * t.element_size() for t in held_out_examples(cfg))
+    measured = 3 * param_bytes + state_bytes + sum(saved.values()) + test_bytes
+    assert BINARY_ARITH.resources is not None
+    estimate = BINARY_ARITH.resources(cfg).memory_bytes
+    assert measured <= estimate <= 3 * measured, (measured, estimate)
