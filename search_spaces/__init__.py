@@ -29,8 +29,10 @@ from search_spaces._study_spec import (
     resolve_trial,
 )
 from search_spaces._tasks import (
+    BINARY_ARITH,
     DEEP_MLP,
     QUADRATIC,
+    BinaryArithConfig,
     DeepMLPConfig,
     QuadraticConfig,
     TaskConfig,
@@ -43,6 +45,7 @@ from search_spaces._worst_case import ResourceLimitError, check_resources, estim
 from search_spaces.noise_setup import NOISE_DEFAULTS, NoiseSetup
 
 __all__ = [
+    "BINARY_ARITH",
     "BUILTIN_SPACES",
     "DEEP_MLP",
     "NOISE_DEFAULTS",
@@ -51,6 +54,7 @@ __all__ = [
     "PRUNER_OPTIONS",
     "QUADRATIC",
     "SAMPLER_OPTIONS",
+    "BinaryArithConfig",
     "CategoricalParam",
     "DeepMLPConfig",
     "FloatParam",

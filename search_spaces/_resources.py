@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from search_spaces._tasks import DeepMLPConfig, TaskConfig
+    from search_spaces._tasks import BinaryArithConfig, DeepMLPConfig, TaskConfig
 
 FLOAT32_BYTES = 4
 INT64_BYTES = 8
@@ -95,3 +95,36 @@ def human_bytes(n: float) -> str:
     if unit == "B" or float(n).is_integer():
         return f"{int(n)} {unit}"
     return f"{n:.3g} {unit}"
+
+
+# worker.tasks.binary_arith evaluates the test set in chunks of this many examples.
+BINARY_ARITH_EVAL_CHUNK = 256
+# Per CGRU step, position and channel, what autograd keeps for backward: the two gathered
+# neighbourhoods (3 x kernel rows channels each) and about a dozen gate-sized tensors.
+BINARY_ARITH_SAVED_PER_STEP = 12
+
+
+def binary_arith_parameters(channels: int, width: int) -> int:
+    """Entries of worker.tasks.binary_arith_model's parameters (its init_parameters)."""
+    fan_in = 3 * (3 if width > 1 else 1) * channels
+    return 4 * channels + (fan_in + 1) * 3 * channels + (channels + 1) * 2
+
+
+def binary_arith_resources(config: TaskConfig) -> ResourceEstimate:
+    """Peak memory of one binary_arith trial in float32: model, optimizer, activations, data."""
+    cfg = cast("BinaryArithConfig", config)
+    rows = 3 if cfg.width > 1 else 1
+    params = binary_arith_parameters(cfg.channels, cfg.width)
+    model = (COPIES_PER_PARAMETER + OPTIMIZER_STATE_COPIES[cfg.optimizer]) * params
+
+    # Training keeps every one of its `length` steps for backward.
+    length = cfg.length(cfg.train_bits)
+    per_step = (2 * 3 * rows + BINARY_ARITH_SAVED_PER_STEP) * cfg.channels * cfg.width * length
+    training = per_step * length * cfg.batch_size
+    # Evaluation keeps no graph: a few grid-sized tensors of one chunk at a time.
+    test_length = cfg.length(cfg.test_bits)
+    chunk = min(cfg.test_size, BINARY_ARITH_EVAL_CHUNK)
+    evaluation = 2 * (3 * rows + 3) * cfg.channels * cfg.width * test_length * chunk
+    floats = model + max(training, evaluation)
+    data = 2 * cfg.test_size * test_length * INT64_BYTES  # the test set's symbols and answers
+    return ResourceEstimate(memory_bytes=floats * FLOAT32_BYTES + data, seconds=None)

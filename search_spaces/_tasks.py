@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from search_spaces._resources import ResourceEstimate, deep_mlp_resources
+from search_spaces._resources import ResourceEstimate, binary_arith_resources, deep_mlp_resources
 
 ENTRY_POINT_GROUP = "noisetune.tasks"
 MAX_EPOCHS = 10_000
@@ -70,6 +70,55 @@ class QuadraticConfig(TaskConfig):
     def sleep_seconds(self) -> float:
         """How long one trial sleeps in all."""
         return self.epochs * self.sleep_s
+
+
+class BinaryArithConfig(TaskConfig):
+    """Binary addition (or multiplication) by a small Neural-GPU-style convolutional GRU,
+    trained on ``train_bits``-bit numbers and tested on ``test_bits``-bit ones.
+
+    An epoch is ``steps_per_epoch`` optimizer steps on fresh random examples; the test set
+    (``test_size`` examples) is drawn once from the seed. ``test_error`` is the fraction of
+    wrong answer bits on it, the paper's criterion for a successful restart.
+    """
+
+    operation: Literal["addition", "multiplication"] = "addition"
+    train_bits: int = Field(8, ge=1, le=64)
+    test_bits: int = Field(16, ge=1, le=256)
+    # The grid: rows, and numbers per position.
+    width: int = Field(1, ge=1, le=16)
+    channels: int = Field(8, ge=1, le=512)
+    optimizer: Literal["sgd", "momentum", "adam"] = "adam"
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    batch_size: int = Field(16, ge=1, le=4096)
+    steps_per_epoch: int = Field(75, ge=1, le=100_000)
+    epochs: int = Field(8, ge=1, le=MAX_EPOCHS)
+    clip: float | None = Field(10.0, gt=0)
+    # What the gradient is of: the mean loss per answer bit, or the sum over the batch's
+    # answer bits (batch_size x length times larger). Adam's steps do not depend on it, but
+    # clipping and the noise do: it sets how large the gradient is next to a given eta.
+    loss: Literal["mean", "sum"] = "sum"
+    test_size: int = Field(128, ge=1, le=65536)
+    seed: int = 0
+
+    def length(self, bits: int) -> int:
+        """Cells of an example with operands of ``bits`` bits: one per bit the answer can
+        need (a sum one more than the operands, a product twice as many)."""
+        return bits + 1 if self.operation == "addition" else 2 * bits
+
+    @property
+    def loss_scale(self) -> float:
+        """What the mean loss per answer bit is multiplied by before backward."""
+        return 1.0 if self.loss == "mean" else float(self.batch_size * self.length(self.train_bits))
+
+    @model_validator(mode="after")
+    def _test_not_shorter(self) -> BinaryArithConfig:
+        if self.test_bits < self.train_bits:
+            raise ValueError(
+                f"test_bits ({self.test_bits}) must be at least train_bits ({self.train_bits}): "
+                "the task tests on numbers as long as or longer than it trained on"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -154,7 +203,25 @@ QUADRATIC = TaskDefinition(
     description="A cheap objective of eta and gamma for tests and demos; trains nothing.",
 )
 
-_BUILTIN = {t.name: t for t in (DEEP_MLP, QUADRATIC)}
+BINARY_ARITH = TaskDefinition(
+    name="binary_arith",
+    config_model=BinaryArithConfig,
+    metrics={
+        "test_error": "minimize",
+        "test_sequence_error": "minimize",
+        "train_error": "minimize",
+        "train_loss": "minimize",
+    },
+    primary_metric="test_error",
+    trainer="worker.tasks.binary_arith:train",
+    description="The paper's restart experiment: binary arithmetic learned by a small Neural "
+    "GPU on short numbers, tested on longer ones.",
+    stackable=True,
+    stacked_trainer="worker.tasks.binary_arith_stacked:train_stacked",
+    resources=binary_arith_resources,
+)
+
+_BUILTIN = {t.name: t for t in (DEEP_MLP, QUADRATIC, BINARY_ARITH)}
 
 
 def task_definitions() -> dict[str, TaskDefinition]:

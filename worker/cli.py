@@ -155,14 +155,47 @@ def reproduce_command(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes (default: one per CPU core).")
     ] = None,
+    experiment: Annotated[
+        str,
+        typer.Option(
+            help="noise: claim 1 on digits (the options above); restarts: claim 2, restarts "
+            "of a small Neural GPU on binary addition with and without noise."
+        ),
+    ] = "noise",
+    restarts: Annotated[
+        int | None,
+        typer.Option(min=1, help="restarts: restarts per arm, seeds 0..N-1 (default 100)."),
+    ] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--config", "-c", help="restarts: KEY=VALUE over the experiment's task config."
+        ),
+    ] = None,
     init: Annotated[
-        str, typer.Option(help="The network's poor init: simple (N(0, 0.1^2)) or zero.")
+        str, typer.Option(help="noise: the network's poor init, simple (N(0, 0.1^2)) or zero.")
     ] = "simple",
 ) -> None:
-    """The paper's claim 1 on digits: no noise stays at chance, eta = 1.0 trains."""
+    """The paper's claims: 1 on digits (no noise stays at chance, eta = 1.0 trains) by
+    default; 2 (more restarts succeed with noise) with --experiment restarts."""
+    if experiment not in ("noise", "restarts"):
+        _fail(f"unknown experiment {experiment!r}; choose noise or restarts")
+    if (restarts is not None or config) and experiment != "restarts":
+        _fail("--restarts and --config apply to --experiment restarts")
     if init not in ("simple", "zero"):
         _fail(f"--init must be simple or zero, got {init!r}")
     _require_torch("reproduce")
+    if experiment == "restarts":
+        from search_spaces import BINARY_ARITH, TaskConfigError
+        from worker.reproduce_restarts import RESTARTS_CONFIG, restarts_command
+
+        try:
+            overrides = parse_config_items(config or [])
+            BINARY_ARITH.validate_config({**RESTARTS_CONFIG, **overrides})
+        except (TaskConfigError, ValueError) as exc:
+            _fail(str(exc))
+        restarts_command(restarts, overrides)
+        return
     from rich.console import Console
     from rich.progress import Progress
 
