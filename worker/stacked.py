@@ -42,8 +42,15 @@ import torch
 from torch import Tensor
 
 from search_spaces import NoiseSetup
+from worker.tasks.base import final_result
 
-__all__ = ["StackMember", "StackedOptimizer", "clip_limits", "clip_per_member_"]
+__all__ = [
+    "StackMember",
+    "StackedOptimizer",
+    "clip_limits",
+    "clip_per_member_",
+    "end_member_epoch",
+]
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -60,6 +67,29 @@ class StackMember:
     done: Callable[[dict[str, Any] | BaseException], None] | None = None
     checkpoint: Any = None  # a worker.tasks.base.Checkpoint, for trainers that resume
     noise: NoiseSetup | None = None  # the whole noise setup; None: the paper's of eta, gamma
+
+
+def end_member_epoch(
+    member: StackMember,
+    epoch: int,
+    metrics: dict[str, float],
+    extra: dict[str, Any],
+    *,
+    steps: int,
+    diverged: bool,
+    last: bool,
+) -> dict[str, Any] | BaseException | None:
+    """Report a member's epoch (its `metrics` plus `extra` diagnostics); what it leaves the
+    stack with: what its report raised, its result when it diverged or this was the last
+    epoch, else None (it trains on)."""
+    try:
+        if member.report is not None:
+            member.report(epoch, {**metrics, "steps": steps, **extra})
+    except Exception as exc:  # stops this member only
+        return exc
+    if diverged or last:
+        return final_result(metrics, steps=steps, epochs=epoch, diverged=diverged)
+    return None
 
 
 def member_column(values: Sequence[float] | Tensor, like: Tensor) -> Tensor:

@@ -33,9 +33,15 @@ from torch import Tensor
 
 from search_spaces import NoiseSetup, derived_seed
 from worker.noise_ratio import RATIO_EVERY, member_ratios
-from worker.stacked import StackedOptimizer, StackMember, clip_limits, clip_per_member_
+from worker.stacked import (
+    StackedOptimizer,
+    StackMember,
+    clip_limits,
+    clip_per_member_,
+    end_member_epoch,
+)
 from worker.stacked_noise import StackedGradientNoise
-from worker.tasks.base import check_noise, final_result, resolve_device
+from worker.tasks.base import check_noise, resolve_device
 from worker.tasks.binary_arith import (
     config_of,
     held_out_examples,
@@ -138,15 +144,10 @@ def train_stacked(members: list[StackMember], *, device: str = "cpu") -> list[An
                 "test_error": test_errors[row].item(),
                 "test_sequence_error": sequence_errors[row].item(),
             }
-            result: dict[str, Any] | BaseException | None = None
-            report = members[member_id].report
-            try:
-                if report is not None:
-                    report(epoch, {**metrics, "steps": steps, **member_ratios(ratios, row)})
-            except Exception as exc:  # stops this member only
-                result = exc
-            if result is None and (diverged or epoch == lead.epochs):
-                result = final_result(metrics, steps=steps, epochs=epoch, diverged=diverged)
+            result = end_member_epoch(
+                members[member_id], epoch, metrics, member_ratios(ratios, row),
+                steps=steps, diverged=diverged, last=epoch == lead.epochs,
+            )  # fmt: skip
             if result is not None:
                 leaving.append(row)
                 results[member_id] = result

@@ -40,9 +40,15 @@ from torch import Tensor
 
 from search_spaces import DEEP_MLP, DeepMLPConfig, NoiseSetup, derived_seed
 from worker.noise_ratio import RATIO_EVERY, member_ratios
-from worker.stacked import StackedOptimizer, StackMember, clip_limits, clip_per_member_
+from worker.stacked import (
+    StackedOptimizer,
+    StackMember,
+    clip_limits,
+    clip_per_member_,
+    end_member_epoch,
+)
 from worker.stacked_noise import StackedGradientNoise
-from worker.tasks.base import check_noise, final_result, resolve_device, validate
+from worker.tasks.base import check_noise, resolve_device, validate
 from worker.tasks.deep_mlp_stack_checkpoint import member_checkpoint, restore_members, resume_point
 from worker.tasks.stack_data import MemberData
 from worker.tasks.stacked_mlp import StackedMLP
@@ -157,15 +163,10 @@ def run_stack(
                 "val_loss": nan if diverged else val_loss,
                 "val_accuracy": val_accuracies[row],
             }
-            result: dict[str, Any] | BaseException | None = None
-            report = members[member_id].report
-            try:
-                if report is not None:
-                    report(epoch, {**metrics, "steps": steps, **member_ratios(ratios, row)})
-            except Exception as exc:  # stops this member only
-                result = exc
-            if result is None and (diverged or epoch == lead.epochs):
-                result = final_result(metrics, steps=steps, epochs=epoch, diverged=diverged)
+            result = end_member_epoch(
+                members[member_id], epoch, metrics, member_ratios(ratios, row),
+                steps=steps, diverged=diverged, last=epoch == lead.epochs,
+            )  # fmt: skip
             checkpoint = members[member_id].checkpoint
             if result is None and checkpoint is not None:
                 saving = partial(member_checkpoint, stack.params, optimizer, noisy,
