@@ -88,16 +88,16 @@ def _train_and_record(
             if store is not None and spec.repeats == 1 and takes_checkpoint(trainer):
                 checkpoint = open_checkpoint(claim, store, curve, stop, output, WorkerInterrupted)
                 extra["checkpoint"] = checkpoint
-            runs = TrialRuns(run_seeds(setup.config, spec.repeats), None)
 
             def report_trial(epoch: int, point: dict[str, Any]) -> None:
                 point[trial_attrs.EPOCH_SECONDS] = epoch_seconds(epoch_started)
                 report_point(claim, epoch, point, curve)
 
-            runs.report = report_trial
             # The runs train one after another; the trial reports an epoch once all have
             # (see TrialRuns), so pruning acts during the last run.
-            for r, seed in enumerate(run_seeds(setup.config, spec.repeats)):
+            seeds = run_seeds(setup.config, spec.repeats)
+            runs = TrialRuns(seeds, report_trial)
+            for r, seed in enumerate(seeds):
                 run_report = runs.report_for(r)
 
                 def report(
