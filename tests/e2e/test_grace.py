@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 def test_sigterm_interrupts_a_long_epoch_after_the_grace(server: Server, workers: Workers) -> None:
     worker = workers.start("--grace", "1")
     server.submit({**quadratic_spec("long", 1), "task": "spins", "max_retries": 0})
-    server.wait_for(
-        lambda: server.study("long")["counts"]["RUNNING"] == 1, timeout=30, what="the trial"
-    )
+    # The trial is RUNNING from its claim on; wait until its trainer spins, or SIGTERM could
+    # land before training starts (then the trial is queued again with no grace needed).
+    server.wait_for(lambda: "spinning" in workers.logs(), timeout=30, what="the trainer")
     signalled = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0, workers.logs()

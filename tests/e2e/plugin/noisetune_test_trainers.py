@@ -17,5 +17,6 @@ def prints_then_raises(config: dict[str, Any], *, report: Any = None, **_: Any) 
 
 
 def spins(config: dict[str, Any], **_: Any) -> dict[str, Any]:
+    print("spinning", flush=True)  # tests wait for it: the trainer has started
     while True:  # a trainer stuck in a Python loop, reporting nothing
         pass
