@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from search_spaces import NoiseSetup
-from worker.tasks.base import final_result
+from worker.tasks.base import check_noise, final_result
 
 __all__ = [
     "StackMember",
@@ -50,6 +50,7 @@ __all__ = [
     "clip_limits",
     "clip_per_member_",
     "end_member_epoch",
+    "member_noise",
 ]
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
@@ -67,6 +68,18 @@ class StackMember:
     done: Callable[[dict[str, Any] | BaseException], None] | None = None
     checkpoint: Any = None  # a worker.tasks.base.Checkpoint, for trainers that resume
     noise: NoiseSetup | None = None  # the whole noise setup; None: the paper's of eta, gamma
+
+
+def member_noise(members: Sequence[StackMember]) -> list[NoiseSetup]:
+    """Each member's whole noise setup (its ``noise``, else the paper's of eta and gamma);
+    ``ValueError`` when members differ in placement, which a stack shares."""
+    setups = [
+        m.noise if m.noise is not None else NoiseSetup(*check_noise(m.eta, m.gamma))
+        for m in members
+    ]
+    if any(s.placement != setups[0].placement for s in setups):
+        raise ValueError("members of a stack must share the noise placement")
+    return setups
 
 
 def end_member_epoch(

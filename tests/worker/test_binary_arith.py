@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,12 +19,7 @@ from worker.tasks.binary_arith_stacked import stack_key, train_stacked
 TINY = {"channels": 6, "steps_per_epoch": 6, "epochs": 2, "test_size": 24, "batch_size": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def bits_of(value: int, length: int) -> list[int]:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from search_spaces import NoiseSetup, derived_seed
+from search_spaces import derived_seed
 from worker.noise_ratio import RATIO_EVERY, member_ratios
 from worker.stacked import (
     StackedOptimizer,
@@ -39,9 +39,10 @@ from worker.stacked import (
     clip_limits,
     clip_per_member_,
     end_member_epoch,
+    member_noise,
 )
 from worker.stacked_noise import StackedGradientNoise
-from worker.tasks.base import check_noise, resolve_device
+from worker.tasks.base import resolve_device
 from worker.tasks.binary_arith import (
     config_of,
     held_out_examples,
@@ -78,11 +79,8 @@ def train_stacked(members: list[StackMember], *, device: str = "cpu") -> list[An
     cfgs = [config_of(m.config) for m in members]
     if len({stack_key(c.model_dump()) for c in cfgs}) > 1:
         raise ValueError(f"members cannot share a stack: they differ in {STACK_KEYS}")
-    setups = [m.noise if m.noise is not None else NoiseSetup(*check_noise(m.eta, m.gamma))
-              for m in members]  # fmt: skip
+    setups = member_noise(members)
     placement = setups[0].placement
-    if any(s.placement != placement for s in setups):
-        raise ValueError("members of a stack must share the noise placement")
     dev = torch.device(resolve_device(device))
     lead = cfgs[0]
 

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from search_spaces import DEEP_MLP, DeepMLPConfig, NoiseSetup, derived_seed
+from search_spaces import DEEP_MLP, DeepMLPConfig, derived_seed
 from worker.noise_ratio import RATIO_EVERY, member_ratios
 from worker.stacked import (
     StackedOptimizer,
@@ -46,9 +46,10 @@ from worker.stacked import (
     clip_limits,
     clip_per_member_,
     end_member_epoch,
+    member_noise,
 )
 from worker.stacked_noise import StackedGradientNoise
-from worker.tasks.base import check_noise, resolve_device, validate
+from worker.tasks.base import resolve_device, validate
 from worker.tasks.deep_mlp_stack_checkpoint import member_checkpoint, restore_members, resume_point
 from worker.tasks.stack_data import MemberData
 from worker.tasks.stacked_mlp import StackedMLP
@@ -96,11 +97,8 @@ def run_stack(
     keys = {stack_key(c.model_dump()) for c in cfgs}
     if len(keys) > 1:
         raise ValueError(f"members cannot share a stack: they differ in {STACK_KEYS}")
-    setups = [m.noise if m.noise is not None else NoiseSetup(*check_noise(m.eta, m.gamma))
-              for m in members]  # fmt: skip
+    setups = member_noise(members)
     placement = setups[0].placement
-    if any(s.placement != placement for s in setups):
-        raise ValueError("members of a stack must share the noise placement")
     dev = torch.device(resolve_device(device))
     lead = cfgs[0]
 
