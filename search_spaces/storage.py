@@ -143,6 +143,19 @@ def migrate(url: str | None = None) -> tuple[str | None, str]:
     return before, head_version()
 
 
+def schema_status(url: str | None = None) -> tuple[str | None, str]:
+    """(the schema the database at `url` is at, the one this noisetune needs); changes nothing.
+
+    Raises SQLAlchemy's errors when the database cannot be reached.
+    """
+    url = resolve_url(url)
+    engine = sa.create_engine(url, **engine_kwargs(url))
+    try:
+        return schema_version(engine), head_version()
+    finally:
+        engine.dispose()
+
+
 def upsert(conn: sa.Connection, table: Any, key: list[str], rows: list[dict[str, Any]]) -> None:
     """Insert `rows`; a row whose `key` columns exist already replaces the other columns."""
     insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[conn.dialect.name]

@@ -16,8 +16,9 @@ from typing import Annotated, Any
 import typer
 
 from service.cli_analyze import analyze_command
-from service.cli_common import StorageOption, fail, resolved, shown_url
+from service.cli_common import StorageOption, fail, shown_url
 from service.cli_logs import logs_command
+from service.cli_migrate import migrate_command
 from service.cli_server import ServerOption, server_client
 from service.cli_status import status_command
 from service.cli_studies import enqueue_command, export_command, study_app
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(token_app, name="token")
 app.command("logs")(logs_command)
+app.command("migrate")(migrate_command)
 app.command("analyze")(analyze_command)
 app.add_typer(study_app, name="study")
 app.command("enqueue")(enqueue_command)
@@ -184,23 +186,6 @@ def demo(
             keep_serving=keep_serving,
         )
     )
-
-
-@app.command()
-def migrate(storage: StorageOption = None) -> None:
-    """Create or upgrade the database schema (safe to run from many processes at once)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from search_spaces.storage import migrate as upgrade_schema
-
-    url = resolved(storage)
-    try:
-        before, after = upgrade_schema(url)
-    except (SQLAlchemyError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        fail(f"cannot migrate {shown_url(url)}: {reason}")
-    change = "already at" if before == after else f"upgraded from {before or 'none'} to"
-    typer.echo(f"schema of {shown_url(url)} {change} {after}")
 
 
 @app.command()

@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-import runpy
 import shutil
 import subprocess
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,7 +192,7 @@ def test_each_kustomization_holds_the_fleet(rendered: dict[str, list[Manifest]])
         for deployment in ("noisetune", "noisetune-worker"):
             pod = find(docs, "Deployment", deployment)["spec"]["template"]["spec"]
             (wait,) = pod["initContainers"]
-            assert wait["command"] == ["python", "/opt/noisetune/wait_for_schema.py"]
+            assert wait["command"] == ["noisetune", "migrate", "--check", "--wait"]
             assert wait["image"] == pod["containers"][0]["image"]
         # Each workload owns its pods, and each Service sends to one workload's pods.
         templates = [d["spec"]["template"]["metadata"]["labels"] for d in workloads(docs)]
@@ -212,16 +210,11 @@ def test_commands_parse_with_the_real_cli(
 ) -> None:
     for name, docs in rendered.items():
         commands = {}
-        for spec, container in noisetune_containers(docs):
-            argv = container["command"]
-            if argv[0] == "python":  # an init container's wait for the schema
-                assert argv == ["python", "/opt/noisetune/wait_for_schema.py"]
-                (mount,) = container["volumeMounts"]
-                (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
-                script = find(docs, "ConfigMap", volume["configMap"]["name"])
-                assert script["data"]["wait_for_schema.py"] == wait_script().read_text()
+        for _, container in noisetune_containers(docs):
+            command, params = parse(cli, container["command"])
+            if params.get("check"):  # an init container's wait for the migrate Job
+                assert params["wait"], container["name"]
                 continue
-            command, params = parse(cli, argv)
             commands[command] = params
         assert set(commands) == {"migrate", "serve", "worker"}, name
         assert commands["serve"]["host"] == "0.0.0.0"
@@ -240,13 +233,12 @@ def test_every_variable_is_one_noisetune_reads(rendered: dict[str, list[Manifest
         "serve": env_names(Settings),
         "worker": env_names(WorkerSettings),
         "migrate": {STORAGE_ENV},
-        "python": {STORAGE_ENV},  # wait_for_schema.py: open_storage's URL
     }
     assert "NOISETUNE_ALLOWED_HOSTS" in read_by["serve"]
     for docs in rendered.values():
         for _, container in noisetune_containers(docs):
             command = container["command"]
-            key = command[0] if command[0] == "python" else command[1]
+            key = command[1]
             names = {var["name"] for var in container["env"]}
             assert STORAGE_ENV in names, container["name"]
             assert names <= read_by[key] | LIBPQ_ENV, (container["name"], names - read_by[key])
@@ -378,31 +370,3 @@ def test_images_are_the_dockerfile_targets_at_this_version(
             if name == "cpu" and image_name(image) == "noisetune-worker":
                 want += "-cpu"  # built with TORCH_VARIANT=cpu
             assert image == f"{image_name(image)}:{want}"
-
-
-def wait_script() -> Path:
-    return BASE / "wait_for_schema.py"
-
-
-class _Slept(BaseException):
-    pass
-
-
-def test_the_schema_wait_ends_on_a_usable_database(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(STORAGE_ENV, sqlite_url)
-    runpy.run_path(str(wait_script()), run_name="__main__")
-
-
-def test_the_schema_wait_waits_for_an_unreachable_database(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def sleep(seconds: float) -> None:
-        raise _Slept
-
-    monkeypatch.setenv(STORAGE_ENV, "postgresql+psycopg://noisetune@127.0.0.1:1/noisetune")
-    monkeypatch.setattr(time, "sleep", sleep)
-    with pytest.raises(_Slept):
-        runpy.run_path(str(wait_script()), run_name="__main__")
-    assert capsys.readouterr().out.startswith("waiting for the database: ")

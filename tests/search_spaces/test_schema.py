@@ -81,6 +81,31 @@ def test_many_processes_migrate_one_database_at_once(empty_url: str) -> None:
 
 
 @pytest.mark.slow
+def test_migrate_check_changes_nothing_and_its_wait_ends_once_migrated(empty_url: str) -> None:
+    done = _noisetune("migrate", "--check", "--storage", empty_url)
+    assert done.returncode == 1 and "has no noisetune schema" in done.stderr, done
+    assert "run `noisetune migrate`" in done.stderr and "Traceback" not in done.stderr
+    engine = sa.create_engine(empty_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []  # not even Optuna's
+    finally:
+        engine.dispose()
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "service", "migrate", "--check", "--wait", "--storage", empty_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=4)  # still waiting: nothing has migrated the database
+        migrate(empty_url)
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, err
+    assert "waiting: " in err and f"is {head_version()}" in out
+
+
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("empty_url", ["postgresql"], indirect=True)
 def test_an_unmigrated_postgresql_database_stops_serve_and_worker_with_one_line(
