@@ -267,8 +267,8 @@ def worker_command(
         typer.Option(
             help="Trials trained together as one stacked model: a number, or auto (from free "
             "GPU memory; 16 on CPU). Tasks that cannot be stacked train one at a time. "
-            "Members of a stack share the minibatch order (and data split) of the first "
-            "member's seed."
+            "Each member keeps its own seed's data split and order, so a trial trains the "
+            "same stacked or alone."
         ),
     ] = "1",
     grace: Annotated[

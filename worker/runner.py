@@ -8,8 +8,8 @@ is queued again and the process exits 0.
 With ``--batch K`` (K > 1) a worker claims up to K trials of one study at once and trains
 those that can share a stack as one model (see worker.stack_run). ``--batch auto`` sizes K
 from the device: on CUDA from free memory (``AUTO_MEMBER_BYTES`` per member, half the free
-memory, at most ``AUTO_MAX_STACK``), on CPU ``AUTO_CPU_STACK``. Members of a stack share
-the minibatch order (and data split) drawn from the first member's seed.
+memory, at most ``AUTO_MAX_STACK``), on CPU ``AUTO_CPU_STACK``. Each member keeps its own
+seed's data split and order (worker.tasks.stack_data).
 """
 
 from __future__ import annotations
