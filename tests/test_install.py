@@ -19,9 +19,11 @@ WITHOUT_TORCH = (
 )
 
 
-def _noisetune_without_torch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _noisetune_without_torch(
+    *args: str, cwd: Path, code: str = WITHOUT_TORCH
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", WITHOUT_TORCH, *args],
+        [sys.executable, "-c", code, *args],
         capture_output=True, text=True, cwd=cwd, timeout=120,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
@@ -51,3 +53,16 @@ def test_the_service_commands_work_without_torch(tmp_path: Path) -> None:
     assert _noisetune_without_torch("migrate", "--storage", url, cwd=tmp_path).returncode == 0
     done = _noisetune_without_torch("status", "--storage", url, cwd=tmp_path)
     assert done.returncode == 0 and "no studies" in done.stdout, done
+
+
+def test_the_slurm_launch_needs_no_torch_and_names_its_extra(tmp_path: Path) -> None:
+    """A login node submits workers without PyTorch; without submitit, it says what to add."""
+    args = ["launch", "slurm", "--workers", "2", "--storage", "postgresql+psycopg://h/db"]
+    done = _noisetune_without_torch(*args, "--dry-run", cwd=tmp_path)
+    assert done.returncode == 0 and "#SBATCH --array=0-1%2" in done.stdout, done
+    without_submitit = WITHOUT_TORCH.replace(
+        "sys.modules['torch'] = None", "sys.modules['submitit'] = None"
+    )
+    done = _noisetune_without_torch(*args, "--dry-run", cwd=tmp_path, code=without_submitit)
+    assert done.returncode == 1, done
+    assert done.stderr.strip().splitlines()[-1].endswith('pip install "noisetune[slurm]"'), done

@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from search_spaces.schedules import DEFAULT_GAMMA
+from worker.cli_launch import launch_app
 from worker.tasks.base import json_safe
 
 EXIT_USAGE = 2
@@ -314,3 +315,4 @@ def register(app: typer.Typer) -> None:
     app.command("reproduce")(reproduce_command)
     app.command("worker")(worker_command)
     app.add_typer(data_app, name="data")
+    app.add_typer(launch_app, name="launch")

@@ -1,7 +1,7 @@
 """The worker process around the pulling loop: its signals, one child per GPU, its memory.
 
-SIGTERM or Ctrl-C stops the worker at the end of the current epoch, within a grace (see
-``install_signal_handlers``); ``--gpus`` runs one worker process per GPU and passes
+SIGTERM, Ctrl-C or SIGUSR2 stops the worker at the end of the current epoch, within a grace
+(see ``install_signal_handlers``); ``--gpus`` runs one worker process per GPU and passes
 signals on; glibc keeps freed memory for the next step's tensors.
 """
 
@@ -22,10 +22,13 @@ log = logging.getLogger("noisetune.worker")
 
 
 DEFAULT_GRACE_S = 30.0
+# SIGUSR2 is Slurm's pre-timeout signal as submitit asks for it (`--signal=USR2@90`): a
+# worker near its job's time limit stops as it would on SIGTERM (worker.slurm_launch).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 def install_signal_handlers(stop: threading.Event, grace_s: float) -> None:
-    """SIGTERM or Ctrl-C: stop at the end of the current epoch, or after `grace_s` at most.
+    """Any of STOP_SIGNALS: stop at the end of the current epoch, or after `grace_s` at most.
 
     A trainer whose epoch does not end within the grace is stopped from outside
     (worker.trial_stop), its trial queued again as any interrupted trial is.
@@ -39,15 +42,17 @@ def install_signal_handlers(stop: threading.Event, grace_s: float) -> None:
         if stop.is_set():
             return
         log.warning(
-            "signal %s: stopping at the end of the current epoch (at most %gs)", signum, grace_s
+            "%s: stopping at the end of the current epoch (at most %gs)",
+            signal.Signals(signum).name,
+            grace_s,
         )
         stop.set()
         timer = threading.Timer(grace_s, stop_late)
         timer.daemon = True
         timer.start()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
 
 
 def _gpu_ids(gpus: str) -> list[str]:
@@ -65,7 +70,7 @@ def _gpu_ids(gpus: str) -> list[str]:
 
 
 def run_per_gpu(gpus: str, args: list[str]) -> int:
-    """One worker process per GPU; SIGTERM is passed on and the parent waits for all."""
+    """One worker process per GPU; stop signals are passed on and the parent waits for all."""
     procs = [
         subprocess.Popen([sys.executable, "-m", "worker", "--device", f"cuda:{g}", *args])
         for g in _gpu_ids(gpus)
@@ -75,8 +80,8 @@ def run_per_gpu(gpus: str, args: list[str]) -> int:
         for p in procs:
             p.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, forward)
     return max(p.wait() for p in procs)
 
 

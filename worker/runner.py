@@ -44,12 +44,11 @@ from worker.process import (
     reuse_freed_memory,
     run_per_gpu,
 )
-from worker.settings import WorkerSettings
+from worker.settings import WorkerSettings, parse_stack_size
 from worker.stack_run import run_claimed_stacks
 
 log = logging.getLogger("noisetune.worker")
 
-MAX_STACK = 4096
 # On a CPU core the gain from stacking flattens out between 16 and 32 members
 # (benchmarks/stacked.py); 16 keeps a stack's memory within a shared L3 cache.
 AUTO_CPU_STACK = 16
@@ -57,22 +56,6 @@ AUTO_CPU_STACK = 16
 # gradients, noise buffer, optimizer state, activations); the rest is headroom.
 AUTO_MEMBER_BYTES = 64 * 2**20
 AUTO_MAX_STACK = 256
-
-
-def parse_stack_size(text: str) -> int | None:
-    """``--batch``: a whole number of trials >= 1, or None for ``auto``."""
-    given, text = text, str(text).strip().lower()
-    if text == "auto":
-        return None
-    try:
-        k = int(text)
-    except ValueError:
-        k = 0
-    if not 1 <= k <= MAX_STACK:
-        raise SystemExit(
-            f"--batch must be 'auto' or a whole number from 1 to {MAX_STACK}, got {given!r}"
-        )
-    return k
 
 
 def auto_stack_size(device: str) -> int:

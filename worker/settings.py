@@ -1,4 +1,5 @@
-"""The worker's settings: one pydantic-settings class read from ``NOISETUNE_*`` variables.
+"""The worker's settings: one pydantic-settings class read from ``NOISETUNE_*`` variables,
+and the check of ``--batch``.
 
 Command-line options override them; the storage URL follows search_spaces.storage's rule
 (``--storage``, else ``NOISETUNE_STORAGE``, else ./noisetune.db), shared with the service.
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from search_spaces.storage import resolve_url
 
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "noisetune" / "mnist"
+MAX_STACK = 4096
 
 
 class WorkerSettings(BaseSettings):
@@ -33,3 +35,21 @@ class WorkerSettings(BaseSettings):
     @property
     def storage_url(self) -> str:
         return resolve_url(self.storage)
+
+
+# Here rather than beside the stacking it sizes, so that checking `--batch` needs no torch
+# (`noisetune launch` checks it on a login node).
+def parse_stack_size(text: str) -> int | None:
+    """``--batch``: a whole number of trials >= 1, or None for ``auto``."""
+    given, text = text, str(text).strip().lower()
+    if text == "auto":
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if not 1 <= k <= MAX_STACK:
+        raise SystemExit(
+            f"--batch must be 'auto' or a whole number from 1 to {MAX_STACK}, got {given!r}"
+        )
+    return k

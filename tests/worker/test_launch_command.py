@@ -1,0 +1,180 @@
+"""`noisetune launch slurm` without a cluster: its script, its worker command, its refusals.
+
+A stand-in `sbatch` on PATH (Slurm is not ours and not installed here) takes a real
+submission through submitit, so the dry run is compared with what sbatch would get.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from worker.cli import register
+from worker.slurm_launch import PRE_TIMEOUT_SIGNAL, parse_slurm_time
+
+PG = "postgresql+psycopg://noisetune:s3cret@db-host:5432/noisetune"
+
+
+@pytest.fixture()
+def app() -> typer.Typer:
+    root = typer.Typer()
+    register(root)
+    return root
+
+
+def launch(app: typer.Typer, *args: str) -> Any:
+    return CliRunner().invoke(app, ["launch", "slurm", *args])
+
+
+@pytest.fixture()
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`sbatch` and `srun` on PATH; sbatch keeps the script it gets in tmp_path/got.sh."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    got = tmp_path / "got.sh"
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        f'#!/bin/sh\ncp "$1" {shlex.quote(str(got))}\necho "Submitted batch job 4242"\n'
+    )
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.delenv("NOISETUNE_CHECKPOINTS", raising=False)
+    return got
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30", 1800),
+        ("4:00", 240),
+        ("4:00:00", 14400),
+        ("1-00:00:00", 86400),
+        ("2-12", 2 * 86400 + 12 * 3600),
+        ("1-02:30", 86400 + 2 * 3600 + 1800),
+        (" 0:90 ", 90),
+    ],
+)
+def test_slurm_time_formats(text: str, seconds: int) -> None:
+    assert parse_slurm_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["4h", "", "1:2:3:4", "-1", "1-", "0", "0:00:00", "UNLIMITED"])
+def test_slurm_time_refuses_what_slurm_would(text: str) -> None:
+    with pytest.raises(ValueError, match="--time"):
+        parse_slurm_time(text)
+
+
+def _dry_run(app: typer.Typer, tmp_path: Path, *args: str) -> tuple[str, str]:
+    """The dry run's batch script and worker command line."""
+    result = launch(app, "--storage", PG, "--logs", str(tmp_path / "logs"), "--dry-run", *args)
+    assert result.exit_code == 0, result.output
+    script, command = result.stdout.split("# Each of ")
+    return script.split("\n", 1)[1], command.splitlines()[1]
+
+
+def test_dry_run_prints_the_array_and_a_worker_command_the_cli_parses(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    args = ["--workers", "4", "--partition", "gpu", "--time", "1-00:00:00", "--study", "s1"]
+    script, command = _dry_run(app, tmp_path, *args, "--mem", "16G", "--sbatch", "account=p7")
+    for line in [
+        "#SBATCH --array=0-3%4",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --signal=USR2@90",
+        "#SBATCH --time=1440",
+        "#SBATCH --mem=16G",
+        "#SBATCH --account=p7",
+        f"#SBATCH --output={tmp_path}/logs/%A_%a_0_log.out",
+    ]:
+        assert line in script.splitlines(), script
+    assert "s3cret" not in command
+    noisetune, worker, *argv = shlex.split(command)
+    assert (noisetune, worker) == ("noisetune", "worker")
+    worker_cli = typer.main.get_command(app).commands["worker"]  # type: ignore[attr-defined]
+    params = worker_cli.make_context("worker", argv).params
+    assert params["exit_when_idle"] and params["storage"] == PG.replace("s3cret", "***")
+    assert (params["study"], params["device"], params["grace"]) == ("s1", "cuda:0", 30.0)
+
+
+def test_cpu_and_multi_gpu_workers(app: typer.Typer, tmp_path: Path) -> None:
+    script, command = _dry_run(app, tmp_path, "--workers", "2", "--gpus-per-worker", "0")
+    assert "--device cpu" in command and "gpus-per-node" not in script
+    script, command = _dry_run(app, tmp_path, "--workers", "2", "--gpus-per-worker", "4")
+    assert "--gpus all" in command and "--device" not in command
+    assert {"#SBATCH --gpus-per-node=4", "#SBATCH --cpus-per-task=4"} <= set(script.splitlines())
+
+
+@pytest.mark.parametrize("workers", [4, 1])
+def test_dry_run_is_what_sbatch_gets(
+    app: typer.Typer, tmp_path: Path, fake_slurm: Path, workers: int
+) -> None:
+    args = ["--workers", str(workers), "--partition", "gpu", "--setup", "module load cuda"]
+    script, _ = _dry_run(app, tmp_path, *args)
+    result = launch(app, "--storage", PG, "--logs", str(tmp_path / "logs"), *args)
+    assert result.exit_code == 0, result.output
+    assert fake_slurm.read_text() == script.rstrip("\n") + "\n"
+    ids = ["4242"] if workers == 1 else [f"4242_{i}" for i in range(workers)]
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ids
+    assert "scancel 4242" in result.stderr
+
+
+def test_a_refused_submission_is_one_line(
+    app: typer.Typer, tmp_path: Path, fake_slurm: Path
+) -> None:
+    sbatch = fake_slurm.parent / "bin" / "sbatch"
+    sbatch.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\n"
+                      "exit 1\n")  # fmt: skip
+    result = launch(app, "--workers", "2", "--storage", PG, "--logs", str(tmp_path / "logs"))
+    assert result.exit_code == 1
+    assert "sbatch refused the job: sbatch: error: invalid partition" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--time", "4h"], "--time takes Slurm's formats"),
+        (["--time", "1:00"], "--time (60s) must be longer than --signal-delay (90s)"),
+        (["--grace", "80"], "--signal-delay 90s must be at least --grace 80s plus 15s"),
+        (["--batch", "0"], "--batch must be 'auto' or a whole number"),
+        (["--mem", "16 GB"], "--mem takes Slurm's format"),
+        (["--sbatch", "time=10"], "--sbatch time: use --time"),
+        (["--sbatch", "array=0-9"], "--sbatch array: use --workers"),
+        (["--sbatch", "=x"], "--sbatch takes KEY=VALUE or KEY"),
+        (["--cluster", "k8s"], "--cluster must be slurm or local"),
+        (["--storage", "sqlite:///nt.db"], "the storage is a SQLite file"),
+    ],
+)
+def test_user_errors_are_one_line(
+    app: typer.Typer, tmp_path: Path, args: list[str], message: str
+) -> None:
+    storage = [] if "--storage" in args else ["--storage", PG]
+    logs = tmp_path / "logs"
+    result = launch(app, "--workers", "2", *storage, "--logs", str(logs), *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not logs.exists()  # refused before anything is written
+
+
+def test_without_slurm_it_says_so(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = launch(app, "--workers", "2", "--storage", PG, "--logs", str(tmp_path / "logs"))
+    assert result.exit_code == 1
+    assert "sbatch and srun not found" in result.stderr and "Traceback" not in result.output
+
+
+def test_the_pre_timeout_signal_stops_a_worker() -> None:
+    from worker.process import STOP_SIGNALS
+
+    assert getattr(signal, f"SIG{PRE_TIMEOUT_SIGNAL}") in STOP_SIGNALS
