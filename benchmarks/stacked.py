@@ -57,6 +57,10 @@ class RunFailed(RuntimeError):
     """A study's workers failed or ran out of time, or its trials did not all finish."""
 
 
+class RanOutOfTime(RunFailed):
+    """The workers were still at work when the time limit passed (they were killed)."""
+
+
 def paper_study(n_trials: int, epochs: int) -> dict[str, Any]:
     """The measured study: the paper's network and space, the same trials at every K."""
     return {
@@ -81,16 +85,18 @@ def run_study(
     threads: int = 1,
     timeout: float | None = None,
     log_dir: Path | None = None,
+    log_level: str | None = None,
 ) -> list[FrozenTrial]:
     """Register `spec` in a fresh SQLite database `db` and run `workers` worker processes
     (``python -m worker --exit-when-idle --batch <batch>``) until no work is left; the
     finished trials (complete, pruned or diverged). Worker output goes to
-    ``<log_dir>/<db stem>-worker-<i>.log`` when given, else to this process's own."""
+    ``<log_dir>/<db stem>-worker-<i>.log`` when given, else to this process's own; they log
+    at `log_level`, else at NOISETUNE_LOG_LEVEL, else at WARNING."""
     url = f"sqlite:///{db}"
     name = spec["name"]
     register_study(open_storage(url), StudySpec.model_validate(spec))
     env = {**os.environ, "NOISETUNE_TORCH_THREADS": str(threads)}
-    env.setdefault("NOISETUNE_LOG_LEVEL", "WARNING")
+    env["NOISETUNE_LOG_LEVEL"] = log_level or env.get("NOISETUNE_LOG_LEVEL", "WARNING")
     # The project root first; what was on the path stays (wheels installed to a folder).
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [
@@ -110,7 +116,7 @@ def run_study(
         for p in procs:
             p.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        raise RunFailed(f"--batch {batch}: the workers ran past {timeout:.0f} s") from None
+        raise RanOutOfTime(f"--batch {batch}: the workers ran past {timeout:.0f} s") from None
     finally:
         for p in procs:
             if p.poll() is None:
