@@ -35,16 +35,29 @@ from worker.noise_ratio import RATIO_EVERY  # noqa: E402
 DEPTH, WIDTH, INPUTS, CLASSES, BATCH, LR = 20, 50, 64, 10, 128, 0.03
 
 
-def paper_mlp(device: torch.device) -> nn.Sequential:
+def mlp(
+    device: torch.device,
+    depth: int = DEPTH,
+    width: int = WIDTH,
+    inputs: int = INPUTS,
+    init_std: float | None = 0.1,
+) -> nn.Sequential:
+    """`depth` Linear layers of `width` with ReLU between, `inputs` in and 10 out; weights
+    N(0, init_std^2) with zero biases (the paper's simple init), or torch's default with None."""
     layers: list[nn.Module] = []
-    for i in range(DEPTH):
-        linear = nn.Linear(INPUTS if i == 0 else WIDTH, CLASSES if i == DEPTH - 1 else WIDTH)
-        nn.init.normal_(linear.weight, std=0.1)
-        nn.init.zeros_(linear.bias)
+    for i in range(depth):
+        linear = nn.Linear(inputs if i == 0 else width, CLASSES if i == depth - 1 else width)
+        if init_std is not None:
+            nn.init.normal_(linear.weight, std=init_std)
+            nn.init.zeros_(linear.bias)
         layers.append(linear)
-        if i < DEPTH - 1:
+        if i < depth - 1:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers).to(device)
+
+
+def paper_mlp(device: torch.device) -> nn.Sequential:
+    return mlp(device)
 
 
 def make_step(
@@ -57,6 +70,67 @@ def make_step(
         optimizer.step()
 
     return step
+
+
+def configured_steps(
+    build: Callable[[], nn.Module],
+    configurations: list[tuple[str, dict[str, Any] | None]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eta: float,
+) -> dict[str, Callable[[], None]]:
+    """A training step per configuration, each on its own model from `build`: plain SGD,
+    wrapped in GradientNoise with the configuration's options unless they are None."""
+    steps: dict[str, Callable[[], None]] = {}
+    for name, options in configurations:
+        model = build()
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+        if options is not None:
+            optimizer = GradientNoise(optimizer, eta=eta, seed=0, **options)
+        steps[name] = make_step(model, optimizer, x, y)
+    return steps
+
+
+PerStep = dict[str, list[float]]  # configuration -> seconds per step, one entry per block
+
+
+def time_blocks(
+    steps: dict[str, Callable[[], None]],
+    device: torch.device,
+    block: int,
+    repeats: int,
+    deadline: float | None = None,
+) -> tuple[PerStep, PerStep]:
+    """Wall and process CPU seconds per step of each configuration, over `repeats` rounds of
+    one block each, the order rotated every round (see the module doc). A block of each
+    first warms up allocator, caches and lazily built noise buffers. With `deadline` (a
+    time.monotonic() value) it stops after the first round that ends past it."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for step in steps.values():
+        for _ in range(block):
+            step()
+    sync()
+    names = list(steps)
+    wall: PerStep = {name: [] for name in names}
+    cpu: PerStep = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            step = steps[name]
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(block):
+                step()
+            sync()
+            wall[name].append((time.perf_counter() - start_wall) / block)
+            cpu[name].append((time.process_time() - start_cpu) / block)
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    return wall, cpu
+
+
+def paired_ratio(per_step: PerStep, name: str, base: str = "bare") -> float:
+    """The median over rounds of (this block / the `base` block of the same round): blocks
+    of one round run back to back, so it cancels slow drifts in machine load."""
+    return statistics.median(t / b for t, b in zip(per_step[name], per_step[base], strict=True))
 
 
 def main() -> None:
@@ -72,25 +146,18 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     x = torch.randn(BATCH, INPUTS, device=device)
     y = torch.randint(0, CLASSES, (BATCH,), device=device)
 
-    steps: dict[str, Callable[[], None]] = {}
-    configurations: list[tuple[str, dict[str, Any]]] = [
-        ("bare", {}),
+    configurations: list[tuple[str, dict[str, Any] | None]] = [
+        ("bare", None),
         ("noise foreach", {"foreach": True}),  # the paper's polynomial family
         ("noise loop", {"foreach": False}),
         ("relative", {"foreach": True, "scale": "relative"}),
         ("ratio every 8", {"foreach": True, "ratio_every": RATIO_EVERY}),  # as deep_mlp runs
     ]
-    for name, options in configurations:
-        model = paper_mlp(device)
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-        if name != "bare":
-            optimizer = GradientNoise(optimizer, eta=args.eta, seed=0, **options)
-        steps[name] = make_step(model, optimizer, x, y)
+    steps = configured_steps(lambda: paper_mlp(device), configurations, x, y, args.eta)
 
     n_params = sum(p.numel() for p in paper_mlp(torch.device("cpu")).parameters())
     print(
@@ -98,37 +165,16 @@ def main() -> None:
         f"params={n_params}, batch={BATCH}, eta={args.eta}, "
         f"blocks={args.repeats} x {args.block} steps per configuration"
     )
-    for step in steps.values():  # warm-up: allocator, caches, lazily built noise buffers
-        for _ in range(args.block):
-            step()
-    sync()
+    wall, cpu = time_blocks(steps, device, args.block, args.repeats)
 
-    names = list(steps)
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(args.repeats):
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            step = steps[name]
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            for _ in range(args.block):
-                step()
-            sync()
-            wall[name].append((time.perf_counter() - start_wall) / args.block)
-            cpu[name].append((time.process_time() - start_cpu) / args.block)
-
-    # "paired" is the median over rounds of (this block / the bare block of the same round):
-    # blocks of one round run back to back, so it cancels slow drifts in machine load.
     clocks = [("wall", wall)] + ([("cpu", cpu)] if device.type == "cpu" else [])
     for clock, per_step in clocks:
         bare = statistics.median(per_step["bare"])
-        for name in names:
+        for name in steps:
             median = statistics.median(per_step[name])
-            paired = statistics.median(
-                t / b for t, b in zip(per_step[name], per_step["bare"], strict=True)
-            )
             print(
                 f"{clock:>4} {name:>14}: {median * 1e6:8.1f} us/step   "
-                f"ratio {median / bare:.3f}   paired ratio {paired:.3f}"
+                f"ratio {median / bare:.3f}   paired ratio {paired_ratio(per_step, name):.3f}"
             )
 
 

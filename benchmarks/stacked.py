@@ -38,9 +38,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,46 +53,120 @@ from search_spaces.study_rows import register_study  # noqa: E402
 NAME = "stacked"
 
 
-def measure(k: int, args: argparse.Namespace, n_trials: int, workdir: Path) -> tuple[int, float]:
-    """Run one study with `args.workers` workers at --batch k; (finished trials, seconds)."""
-    url = f"sqlite:///{workdir / f'stack-{k}.db'}"
-    spec = StudySpec.model_validate(
-        {
-            "name": NAME,
-            "task": "deep_mlp",
-            "task_config": {"epochs": args.epochs, "dataset": "digits"},
-            "search_space": "paper",
-            "n_trials": n_trials,
-            "sampler": {"type": "random", "seed": 0},
-            "pruner": {"type": "none"},
-            "max_retries": 0,
-        }
-    )
-    register_study(open_storage(url), spec)
-    env = {**os.environ, "NOISETUNE_TORCH_THREADS": str(args.threads)}
-    env.setdefault("NOISETUNE_LOG_LEVEL", "WARNING")
-    env["PYTHONPATH"] = str(ROOT)
+class RunFailed(RuntimeError):
+    """A study's workers failed or ran out of time, or its trials did not all finish."""
+
+
+class RanOutOfTime(RunFailed):
+    """The workers were still at work when the time limit passed (they were killed)."""
+
+
+def paper_study(n_trials: int, epochs: int) -> dict[str, Any]:
+    """The measured study: the paper's network and space, the same trials at every K."""
+    return {
+        "name": NAME,
+        "task": "deep_mlp",
+        "task_config": {"epochs": epochs, "dataset": "digits"},
+        "search_space": "paper",
+        "n_trials": n_trials,
+        "sampler": {"type": "random", "seed": 0},
+        "pruner": {"type": "none"},
+        "max_retries": 0,
+    }
+
+
+def run_study(
+    spec: dict[str, Any],
+    db: Path,
+    *,
+    device: str,
+    batch: str,
+    workers: int,
+    threads: int = 1,
+    timeout: float | None = None,
+    log_dir: Path | None = None,
+    log_level: str | None = None,
+) -> list[FrozenTrial]:
+    """Register `spec` in a fresh SQLite database `db` and run `workers` worker processes
+    (``python -m worker --exit-when-idle --batch <batch>``) until no work is left; the
+    finished trials (complete, pruned or diverged). Worker output goes to
+    ``<log_dir>/<db stem>-worker-<i>.log`` when given, else to this process's own; they log
+    at `log_level`, else at NOISETUNE_LOG_LEVEL, else at WARNING."""
+    url = f"sqlite:///{db}"
+    name = spec["name"]
+    register_study(open_storage(url), StudySpec.model_validate(spec))
+    env = {**os.environ, "NOISETUNE_TORCH_THREADS": str(threads)}
+    env["NOISETUNE_LOG_LEVEL"] = log_level or env.get("NOISETUNE_LOG_LEVEL", "WARNING")
+    # The project root first; what was on the path stays (wheels installed to a folder).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [
-        sys.executable, "-m", "worker", "--storage", url, "--device", args.device,
-        "--study", NAME, "--batch", str(k), "--exit-when-idle", "--heartbeat-interval", "10",
+        sys.executable, "-m", "worker", "--storage", url, "--device", device,
+        "--study", name, "--batch", batch, "--exit-when-idle", "--heartbeat-interval", "10",
     ]  # fmt: skip
-    procs = [subprocess.Popen(command, env=env, cwd=workdir) for _ in range(args.workers)]
-    codes = [p.wait() for p in procs]
+    logs = [log_dir / f"{db.stem}-worker-{i}.log" for i in range(workers)] if log_dir else []
+    procs = []
+    for i in range(workers):
+        # Closed right after the start: the child keeps its own copy.
+        out = open(logs[i], "wb") if logs else None  # noqa: SIM115
+        procs.append(subprocess.Popen(command, env=env, cwd=db.parent, stdout=out, stderr=out))
+        if out is not None:
+            out.close()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        for p in procs:
+            p.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise RanOutOfTime(f"--batch {batch}: the workers ran past {timeout:.0f} s") from None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    codes = [p.returncode for p in procs]
     if any(codes):
-        raise SystemExit(f"--batch {k}: a worker exited with {codes}")
-    trials = optuna.load_study(study_name=NAME, storage=url).get_trials(deepcopy=False)
+        failed = next(i for i, code in enumerate(codes) if code)
+        tail = logs[failed].read_text(errors="replace")[-2000:] if logs else ""
+        raise RunFailed(f"--batch {batch}: a worker exited with {codes}\n{tail}".rstrip())
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
     done = [
         t
         for t in trials
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         or t.user_attrs.get("fail_reason") == "diverged"
     ]
-    if len(done) != n_trials:
+    if len(done) != spec["n_trials"]:
         states = sorted({t.state.name for t in trials})
-        raise SystemExit(f"--batch {k}: {len(done)} of {n_trials} trials finished ({states})")
-    start = min(t.datetime_start for t in done if t.datetime_start is not None)
-    end = max(t.datetime_complete for t in done if t.datetime_complete is not None)
-    return len(done), (end - start).total_seconds()
+        raise RunFailed(
+            f"--batch {batch}: {len(done)} of {spec['n_trials']} trials finished ({states})"
+        )
+    return done
+
+
+def trial_span(trials: list[FrozenTrial]) -> float:
+    """Seconds from the first trial's start to the last one's completion."""
+    start = min(t.datetime_start for t in trials if t.datetime_start is not None)
+    end = max(t.datetime_complete for t in trials if t.datetime_complete is not None)
+    return (end - start).total_seconds()
+
+
+def measure(
+    k: int,
+    n_trials: int,
+    workdir: Path,
+    *,
+    device: str,
+    workers: int,
+    threads: int,
+    epochs: int,
+    timeout: float | None = None,
+) -> tuple[int, float]:
+    """Run the measured study with `workers` workers at --batch k; (finished trials,
+    seconds from the first start to the last completion)."""
+    trials = run_study(
+        paper_study(n_trials, epochs), workdir / f"stack-{k}.db",
+        device=device, batch=str(k), workers=workers, threads=threads, timeout=timeout,
+    )  # fmt: skip
+    return len(trials), trial_span(trials)
 
 
 def main() -> None:
@@ -122,7 +197,13 @@ def main() -> None:
                 started = time.monotonic()
                 workdir = Path(tmp) / f"round-{round_}"
                 workdir.mkdir(exist_ok=True)
-                finished, seconds = measure(k, args, n_trials, workdir)
+                try:
+                    finished, seconds = measure(
+                        k, n_trials, workdir, device=args.device, workers=args.workers,
+                        threads=args.threads, epochs=args.epochs,
+                    )  # fmt: skip
+                except RunFailed as exc:
+                    raise SystemExit(str(exc)) from None
                 rate = finished / seconds * 3600
                 if rate > best.get(k, (0.0, 0.0))[0]:
                     best[k] = (rate, seconds)

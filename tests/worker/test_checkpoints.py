@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +36,22 @@ def _checkpoint(store: CheckpointStore, curve: list[dict[str, Any]], stop_after:
     )  # fmt: skip
 
 
-def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(store: CheckpointStore) -> None:
+def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(
+    store: CheckpointStore, device: torch.device
+) -> None:
+    run = partial(train, SMALL, eta=0.3, gamma=0.55, device=str(device))
     whole: list[dict[str, Any]] = []
-    reference = train(SMALL, eta=0.3, gamma=0.55, report=lambda e, m: whole.append(m))
+    reference = run(report=lambda e, m: whole.append(m))
 
     curve: list[dict[str, Any]] = []
     with pytest.raises(Stopped):  # stopped after epoch 2, its checkpoint written
-        train(SMALL, eta=0.3, gamma=0.55, report=lambda e, m: curve.append({"epoch": e, **m}),
-              checkpoint=_checkpoint(store, curve, stop_after=2))  # fmt: skip
+        run(report=lambda e, m: curve.append({"epoch": e, **m}),
+            checkpoint=_checkpoint(store, curve, stop_after=2))  # fmt: skip
     saved = store.load("s/0")
     assert saved is not None and saved["epoch"] == 2 and len(saved_curve(saved)) == 2
     rest: list[dict[str, Any]] = []
-    resumed = train(SMALL, eta=0.3, gamma=0.55, report=lambda e, m: rest.append(m),
-                    checkpoint=_checkpoint(store, list(saved_curve(saved)), None))  # fmt: skip
+    resumed = run(report=lambda e, m: rest.append(m),
+                  checkpoint=_checkpoint(store, list(saved_curve(saved)), None))  # fmt: skip
     assert resumed == reference  # == on floats: bit for bit
     assert [
         {k: v for k, v in p.items() if k != "epoch"} for p in saved_curve(saved)

@@ -37,9 +37,11 @@ def chi2_bounds(n: int) -> tuple[float, float]:
     return quantile(-Z), quantile(Z)
 
 
-def noise_probe(eta: float, n: int, *, seed: int = 0) -> tuple[nn.Parameter, GradientNoise]:
+def noise_probe(
+    eta: float, n: int, *, seed: int = 0, device: torch.device | str = "cpu"
+) -> tuple[nn.Parameter, GradientNoise]:
     """A parameter with zero gradient and lr=0: after a step, its .grad is exactly the noise."""
-    param = nn.Parameter(torch.zeros(n))
+    param = nn.Parameter(torch.zeros(n, device=device))
     noisy = GradientNoise(torch.optim.SGD([param], lr=0.0), eta, 0.55, seed=seed)
     return param, noisy
 
@@ -55,15 +57,21 @@ def grad_of(param: torch.Tensor) -> torch.Tensor:
     return param.grad
 
 
-def mlp(seed: int) -> nn.Sequential:
+def mlp(seed: int, device: torch.device | str = "cpu") -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).to(device)
 
 
-def batches(n: int, seed: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(seed)
+def batches(
+    n: int, seed: int = 1, device: torch.device | str = "cpu"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same data everywhere
     for _ in range(n):
-        yield torch.randn(6, 8, generator=generator), torch.randint(0, 4, (6,), generator=generator)
+        x, y = (
+            torch.randn(6, 8, generator=generator),
+            torch.randint(0, 4, (6,), generator=generator),
+        )
+        yield x.to(device), y.to(device)
 
 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Iterator[tuple]) -> None:
@@ -83,9 +91,11 @@ def assert_same_params(a: nn.Module, b: nn.Module) -> None:
 
 @pytest.mark.parametrize("eta", [0.3, 1.0])
 @pytest.mark.parametrize("t", [0, 9, 99, 999])
-def test_empirical_variance_and_mean_match_the_schedule(eta: float, t: int) -> None:
+def test_empirical_variance_and_mean_match_the_schedule(
+    eta: float, t: int, device: torch.device
+) -> None:
     n = 100_000
-    param, noisy = noise_probe(eta, n, seed=t)
+    param, noisy = noise_probe(eta, n, seed=t, device=device)
     state = noisy.state_dict()
     state["gradient_noise"]["t"] = t  # jump to step t without taking t steps
     noisy.load_state_dict(state)
@@ -98,9 +108,9 @@ def test_empirical_variance_and_mean_match_the_schedule(eta: float, t: int) -> N
     assert noisy.t == t + 1
 
 
-def test_steps_count_from_zero_and_advance_once_per_step() -> None:
+def test_steps_count_from_zero_and_advance_once_per_step(device: torch.device) -> None:
     n, eta = 100_000, 1.0
-    param, noisy = noise_probe(eta, n)
+    param, noisy = noise_probe(eta, n, device=device)
     low, high = chi2_bounds(n)
     for t in range(10):
         sample = draw(param, noisy).double()
@@ -143,11 +153,11 @@ def test_default_seed_comes_from_torch_default_generator() -> None:
     assert seed_after(1) != seed_after(2)
 
 
-def test_resumed_run_continues_bit_identically() -> None:
+def test_resumed_run_continues_bit_identically(device: torch.device) -> None:
     n_steps, m_steps = 5, 6
-    data = list(batches(n_steps + m_steps))
+    data = list(batches(n_steps + m_steps, device=device))
 
-    model = mlp(0)
+    model = mlp(0, device)
     noisy = GradientNoise(
         torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), eta=0.3, seed=3
     )
@@ -158,7 +168,7 @@ def test_resumed_run_continues_bit_identically() -> None:
 
     buffer.seek(0)
     checkpoint = torch.load(buffer)  # weights_only: the noise state must load safely
-    resumed_model = mlp(1)
+    resumed_model = mlp(1, device)
     resumed = GradientNoise(
         torch.optim.SGD(resumed_model.parameters(), lr=0.1, momentum=0.9), eta=0.3, seed=99
     )
@@ -230,14 +240,14 @@ def test_parameters_without_grad_are_skipped() -> None:
     assert torch.equal(unused, torch.ones(4))
 
 
-def test_eta_zero_is_bit_identical_to_the_bare_optimizer() -> None:
-    bare_model, noisy_model = mlp(0), mlp(0)
+def test_eta_zero_is_bit_identical_to_the_bare_optimizer(device: torch.device) -> None:
+    bare_model, noisy_model = mlp(0, device), mlp(0, device)
     bare = torch.optim.SGD(bare_model.parameters(), lr=0.1, momentum=0.9)
     noisy = GradientNoise(
         torch.optim.SGD(noisy_model.parameters(), lr=0.1, momentum=0.9), eta=0.0, seed=0
     )
-    train(bare_model, bare, batches(10))
-    train(noisy_model, noisy, batches(10))
+    train(bare_model, bare, batches(10, device=device))
+    train(noisy_model, noisy, batches(10, device=device))
     assert_same_params(bare_model, noisy_model)
     assert noisy.t == 10
     assert noisy.state_dict()["gradient_noise"]["generators"] == {}  # nothing was drawn
