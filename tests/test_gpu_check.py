@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from worker.runner import AUTO_CPU_STACK
 
@@ -78,3 +81,44 @@ def test_the_cpu_run_prints_every_row_and_passes() -> None:
     assert rows["--batch auto chooses"][0] == str(AUTO_CPU_STACK)
     assert rows["paper study, 8 trials x 3 epochs, --batch auto"][2] == "ok"
     assert any(line.startswith("sections: tests") for line in lines)
+
+
+# What the GPU machine has (or must keep its own builds of), as gpu_check_wheels.txt says.
+MACHINE_HAS = {
+    "torch", "numpy", "scipy", "scikit-learn", "joblib", "threadpoolctl", "sympy", "mpmath",
+    "networkx", "filelock", "setuptools", "nvidia", "triton",
+}  # fmt: skip
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[;<>=!~(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _closure(root: str, extras: set[str]) -> set[str]:
+    """The distributions `root[extras]` needs at run time, as installed here."""
+    seen: set[str] = set()
+    todo = [(root, extras)]
+    while todo:
+        name, wanted = todo.pop()
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker and not any(
+                requirement.marker.evaluate({"extra": extra}) for extra in wanted | {""}
+            ):
+                continue
+            dep = _name(requirement.name)
+            if dep not in seen and not dep.startswith(tuple(MACHINE_HAS)):
+                seen.add(dep)
+                todo.append((dep, set(requirement.extras)))
+    return seen
+
+
+def test_the_wheels_list_holds_every_package_the_worker_and_pytest_need() -> None:
+    # A dependency added to pyproject.toml but not to the list fails on the GPU machine only.
+    listed = {
+        _name(line)
+        for line in (ROOT / "benchmarks" / "gpu_check_wheels.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    needed = _closure("noisetune", {"worker"}) | _closure("pytest", set()) | {"pytest"}
+    assert needed <= listed, sorted(needed - listed)
