@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import typer
+
+from worker.cli import register
 
 # The device the noise's guarantees are checked on: the CPU here; benchmarks/gpu_check.py
 # runs the tests that take `device` on CUDA with NOISETUNE_TEST_DEVICE=cuda.
@@ -43,3 +46,11 @@ def device() -> Iterator[torch.device]:
         yield dev
     finally:
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    """The worker's commands (`train`, `worker`, `launch`, ...) on a root app of their own."""
+    root = typer.Typer()
+    register(root)
+    return root

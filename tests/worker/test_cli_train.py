@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from search_spaces import DEEP_MLP
 from worker import data
-from worker.cli import json_safe, parse_config_items, register
+from worker.cli import json_safe, parse_config_items
 
 TINY = ["-c", "depth=3", "-c", "width=8", "-c", "epochs=2"]
 
@@ -26,13 +26,6 @@ def _restore_threads() -> Any:
     before = torch.get_num_threads()  # `train` sets the process's torch threads
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture()
-def app() -> typer.Typer:
-    root = typer.Typer()
-    register(root)
-    return root
 
 
 def invoke(app: typer.Typer, *args: str) -> Any:

@@ -15,17 +15,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from worker.cli import register
 from worker.slurm_launch import PRE_TIMEOUT_SIGNAL, parse_slurm_time
 
 PG = "postgresql+psycopg://noisetune:s3cret@db-host:5432/noisetune"
-
-
-@pytest.fixture()
-def app() -> typer.Typer:
-    root = typer.Typer()
-    register(root)
-    return root
 
 
 def launch(app: typer.Typer, *args: str) -> Any:
