@@ -49,6 +49,7 @@ OWN_SBATCH = {
     "output": "--logs",
     "error": "--logs",
     "open-mode": None,
+    "requeue": "--requeues",
 }
 
 launch_app = typer.Typer(help="Start workers through a cluster's scheduler.", no_args_is_help=True)
@@ -128,6 +129,14 @@ def slurm_command(
             "(at least --grace + 15).",
         ),
     ] = DEFAULT_SIGNAL_DELAY_S,
+    requeues: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Times a task that reaches its time limit is requeued: its worker stops on "
+            "USR2, queues its trial again, and the task starts anew (default 0: it ends).",
+        ),
+    ] = 0,
     job_name: Annotated[str, typer.Option(help="Slurm job name.")] = "noisetune-worker",
     logs: Annotated[
         Path, typer.Option(help="Folder for the tasks' logs (and submitit's files).")
@@ -186,6 +195,7 @@ def slurm_command(
         job_name=job_name,
         setup=tuple(setup or ()),
         sbatch=_sbatch_options(sbatch or []),
+        requeues=requeues,
     )
     try:
         from submitit.core.utils import FailedJobError, FailedSubmissionError
@@ -224,6 +234,8 @@ def _print_dry_run(launch: SlurmLaunch) -> None:
     typer.echo(sbatch_script(launch))
     typer.echo(f"# Each of {tasks} runs, in submitit's process (the same command for all):")
     typer.echo(shown_command(launch.worker_argv))
+    if launch.requeues:
+        typer.echo(f"# and is requeued at its time limit, up to {launch.requeues} times.")
 
 
 def _print_submitted(jobs: list[submitit.Job[int]], launch: SlurmLaunch, cluster: str) -> None:

@@ -25,6 +25,9 @@ DEFAULT_GRACE_S = 30.0
 # SIGUSR2 is Slurm's pre-timeout signal as submitit asks for it (`--signal=USR2@90`): a
 # worker near its job's time limit stops as it would on SIGTERM (worker.slurm_launch).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+# The stop signals this process has received, in order: a Slurm task whose worker stopped
+# on the pre-timeout signal may requeue itself (worker.slurm_launch.WorkerTask).
+received_stop_signals: list[signal.Signals] = []
 
 
 def install_signal_handlers(stop: threading.Event, grace_s: float) -> None:
@@ -39,6 +42,7 @@ def install_signal_handlers(stop: threading.Event, grace_s: float) -> None:
             log.warning("the epoch did not end within %gs: trial interrupted", grace_s)
 
     def handler(signum: int, _frame: Any) -> None:
+        received_stop_signals.append(signal.Signals(signum))
         if stop.is_set():
             return
         log.warning(

@@ -4,7 +4,8 @@
 Each array task runs `noisetune worker --exit-when-idle` inside submitit's job process
 (`WorkerTask`). Slurm sends that process USR2 `signal_delay_s` before the time limit
 (submitit's `--signal=USR2@N`); the worker stops on it as on SIGTERM, and its trial is
-queued again. Nothing here imports torch: the launch runs on a login node.
+queued again; with `requeues` left, the task then requeues itself. Nothing here imports
+torch: the launch runs on a login node.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +134,7 @@ class SlurmLaunch:
     job_name: str = "noisetune-worker"
     setup: tuple[str, ...] = ()
     sbatch: Mapping[str, str | bool] = field(default_factory=dict)
+    requeues: int = 0  # times a task stopped at its time limit is queued again in Slurm
 
 
 def slurm_parameters(launch: SlurmLaunch) -> dict[str, Any]:
@@ -153,8 +156,11 @@ def slurm_parameters(launch: SlurmLaunch) -> dict[str, Any]:
         params["mem"] = launch.mem
     if launch.setup:
         params["setup"] = list(launch.setup)
-    if launch.sbatch:
-        params["additional_parameters"] = dict(launch.sbatch)
+    extra: dict[str, str | bool] = dict(launch.sbatch)
+    if launch.requeues:
+        extra["requeue"] = True  # `scontrol requeue` needs a job that may be requeued
+    if extra:
+        params["additional_parameters"] = extra
     return params
 
 
@@ -209,7 +215,7 @@ def submit(launch: SlurmLaunch, cluster: str) -> list[submitit.Job[int]]:
     else:
         executor = submitit.SlurmExecutor(folder=launch.logs)
         executor.update_parameters(**slurm_parameters(launch))
-    task = WorkerTask(launch.worker_argv)
+    task = WorkerTask(launch.worker_argv, launch.requeues)
     with executor.batch():  # one array job on Slurm
         jobs = [executor.submit(task) for _ in range(launch.workers)]
     return jobs
@@ -226,15 +232,22 @@ class WorkerTask:
     submitit's, so the pre-timeout USR2 reaches the worker's (submitit's would requeue or
     end the job at once), whether Slurm signals every process of the step or submitit's
     local executor signals only its own child.
+
+    With `requeues` left, a worker that stopped on USR2 (its trial queued again in the
+    database) then requeues its task through submitit, as submitit's own USR2 handler does
+    for a callable with a `checkpoint` method: the task starts again, with one requeue
+    fewer, and its worker joins the fleet anew.
     """
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], requeues: int = 0) -> None:
         self.argv = list(argv)
+        self.requeues = requeues
 
     def __call__(self) -> int:
         import typer
 
         from worker.cli import register
+        from worker.process import received_stop_signals
 
         app = typer.Typer(add_completion=False)
         register(app)
@@ -248,4 +261,30 @@ class WorkerTask:
             raise WorkerFailed(code)
         if code:
             raise WorkerFailed(f"noisetune worker exited with {code}")
+        if self.requeues > 0 and signal.SIGUSR2 in received_stop_signals:
+            _requeue_this_task()  # exits the process
         return 0
+
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission | None:
+        """submitit's hook: this task again, with one requeue fewer; None when none is left.
+
+        Also what submitit's own USR2 handler calls when the signal comes before the worker
+        has installed its handlers."""
+        from submitit.helpers import DelayedSubmission
+
+        if self.requeues <= 0:
+            return None
+        return DelayedSubmission(WorkerTask(self.argv, self.requeues - 1))
+
+
+def _requeue_this_task() -> None:
+    """Requeue the running task as submitit does on USR2: `checkpoint` pickles the next
+    task in place of this one, then Slurm's `scontrol requeue` (the local executor: a
+    restart) runs it. It ends this process."""
+    import submitit
+    from submitit.core.job_environment import SignalHandler
+    from submitit.helpers import DelayedSubmission
+
+    env = submitit.JobEnvironment()
+    delayed = DelayedSubmission.load(env.paths.submitted_pickle)
+    SignalHandler(env, env.paths, delayed).checkpoint_and_try_requeue(signal.SIGUSR2)

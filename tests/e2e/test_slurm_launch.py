@@ -123,3 +123,23 @@ def test_usr2_stops_a_launched_worker_and_queues_its_trial(
         ("FAIL", "interrupted: worker stopped"),
         ("WAITING", None),
     ]
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+def test_a_task_at_its_time_limit_requeues_and_the_study_still_ends_exact(
+    storage_url: str, tmp_path: Path
+) -> None:
+    """The local executor sends USR2 16 s before a 24 s limit, as Slurm would: the worker
+    stops and queues its trial, the task requeues itself, and the next worker goes on."""
+    _create(storage_url, quadratic_spec("long", 8, epochs=4, sleep_s=0.25))  # 8 s of trials
+    args = ["--workers", "1", "--time", "0:24", "--signal-delay", "16", "--grace", "1"]
+    with _launched(storage_url, tmp_path, *args, "--requeues", "4") as launch:
+        out, err = launch.communicate(timeout=240)
+    log = _logs(tmp_path)
+    assert launch.returncode == 0 and err.count("\tdone") == 1, out + err + log
+    assert "SIGUSR2: stopping at the end of the current epoch" in log
+    assert "Requeued job" in log, log
+    trials = _trials(storage_url, "long")
+    assert trials.count(("COMPLETE", None)) == 8, trials
+    assert set(trials) <= {("COMPLETE", None), ("FAIL", "interrupted: worker stopped")}
+    assert len(_workers(storage_url)) >= 2  # a new worker after each requeue

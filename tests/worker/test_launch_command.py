@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from worker.slurm_launch import PRE_TIMEOUT_SIGNAL, parse_slurm_time
+from worker.slurm_launch import PRE_TIMEOUT_SIGNAL, WorkerTask, parse_slurm_time
 
 PG = "postgresql+psycopg://noisetune:s3cret@db-host:5432/noisetune"
 
@@ -95,6 +95,19 @@ def test_dry_run_prints_the_array_and_a_worker_command_the_cli_parses(
     params = worker_cli.make_context("worker", argv).params
     assert params["exit_when_idle"] and params["storage"] == PG.replace("s3cret", "***")
     assert (params["study"], params["device"], params["grace"]) == ("s1", "cuda:0", 30.0)
+
+
+def test_requeues_make_the_job_requeueable_and_count_down(app: typer.Typer, tmp_path: Path) -> None:
+    script, _ = _dry_run(app, tmp_path, "--workers", "2")
+    assert "#SBATCH --requeue" not in script.splitlines()
+    script, _ = _dry_run(app, tmp_path, "--workers", "2", "--requeues", "2")
+    assert "#SBATCH --requeue" in script.splitlines()
+    # What submitit pickles in place of the task when it requeues it: one requeue fewer.
+    task = WorkerTask(["--exit-when-idle"], requeues=2)
+    again = task.checkpoint()
+    assert again is not None and isinstance(again.function, WorkerTask)
+    assert (again.function.argv, again.function.requeues) == (task.argv, 1)
+    assert WorkerTask(task.argv, requeues=0).checkpoint() is None
 
 
 def test_cpu_and_multi_gpu_workers(app: typer.Typer, tmp_path: Path) -> None:
