@@ -202,9 +202,11 @@ def submit(launch: SlurmLaunch, cluster: str) -> list[submitit.Job[int]]:
     check_pre_timeout_signal()
     # Each task's pickle holds the storage URL, password included.
     launch.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # max_num_timeout: submitit also counts the requeues of a task it deems timed out (with
+    # a limit of 10 minutes or less, every one) and stops at its own cap, 3 by default.
     executor: submitit.Executor
     if cluster == "local":
-        executor = submitit.LocalExecutor(folder=launch.logs)
+        executor = submitit.LocalExecutor(folder=launch.logs, max_num_timeout=launch.requeues)
         executor.update_parameters(
             timeout_min=launch.time_s / 60,
             signal_delay_s=launch.signal_delay_s,
@@ -213,7 +215,7 @@ def submit(launch: SlurmLaunch, cluster: str) -> list[submitit.Job[int]]:
             stderr_to_stdout=True,
         )
     else:
-        executor = submitit.SlurmExecutor(folder=launch.logs)
+        executor = submitit.SlurmExecutor(folder=launch.logs, max_num_timeout=launch.requeues)
         executor.update_parameters(**slurm_parameters(launch))
     task = WorkerTask(launch.worker_argv, launch.requeues)
     with executor.batch():  # one array job on Slurm

@@ -6,8 +6,11 @@ submission through submitit, so the dry run is compared with what sbatch would g
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ import typer
 from typer.testing import CliRunner
 
 from worker.slurm_launch import PRE_TIMEOUT_SIGNAL, WorkerTask, parse_slurm_time
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PG = "postgresql+psycopg://noisetune:s3cret@db-host:5432/noisetune"
 
@@ -108,6 +113,41 @@ def test_requeues_make_the_job_requeueable_and_count_down(app: typer.Typer, tmp_
     assert again is not None and isinstance(again.function, WorkerTask)
     assert (again.function.argv, again.function.requeues) == (task.argv, 1)
     assert WorkerTask(task.argv, requeues=0).checkpoint() is None
+
+
+def test_on_slurm_a_task_requeues_with_scontrol_and_leaves_the_next_task(
+    tmp_path: Path,
+) -> None:
+    """The Slurm side of --requeues, as array task 4242_1 runs it: submitit's requeue path
+    calls `scontrol requeue 4242_1`, and the task pickled for the rerun has one fewer."""
+    from submitit.helpers import DelayedSubmission
+
+    bin_dir, folder = tmp_path / "bin", tmp_path / "logs"
+    bin_dir.mkdir()
+    folder.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/scontrol.txt\n')
+    scontrol.chmod(0o755)
+    pickle = folder / "4242_1_submitted.pkl"
+    submitted = DelayedSubmission(WorkerTask(["--exit-when-idle"], requeues=2))
+    submitted.set_timeout(240, 2)  # as SlurmExecutor(max_num_timeout=2) sets it
+    submitted.dump(pickle)
+    env = {
+        **os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SUBMITIT_EXECUTOR": "slurm", "SUBMITIT_FOLDER": str(folder),
+        "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": "1",
+        "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS": "1",
+        "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "node1",
+    }  # fmt: skip
+    code = "from worker.slurm_launch import _requeue_this_task; _requeue_this_task()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "4242_1"], done.stderr
+    assert done.returncode != 0  # submitit leaves the process at once, as on its own USR2
+    again = DelayedSubmission.load(pickle)
+    assert isinstance(again.function, WorkerTask) and again.function.requeues == 1
 
 
 def test_cpu_and_multi_gpu_workers(app: typer.Typer, tmp_path: Path) -> None:
